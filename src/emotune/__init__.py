@@ -1,0 +1,1 @@
+"""emotune: facial-expression recognition that picks music for your mood."""

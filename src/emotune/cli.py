@@ -1,0 +1,35 @@
+"""The `emotune` command. Each command group lives beside the code it drives and registers itself here.
+
+Groups are imported lazily by name so that `emotune --help` and light commands never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module path -> it defines `register(subparsers)` adding one or more sub-commands.
+COMMAND_MODULES: tuple[str, ...] = (
+    "emotune.config",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotune", description="Facial-expression recognition that recommends music for your mood."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Each sub-command sets `func(args) -> int` via set_defaults.
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
