@@ -12,6 +12,8 @@ import sys
 # module path -> it defines `register(subparsers)` adding one or more sub-commands.
 COMMAND_MODULES: tuple[str, ...] = (
     "emotune.config",
+    "emotune.data.commands",
+    "emotune.evaluate_commands",
 )
 
 

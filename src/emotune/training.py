@@ -6,14 +6,20 @@ machine without TensorFlow. The DVC stage (pipelines/train.py) adds the tf.data 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from keras import layers
 
+from emotune.atomic import atomic_output, write_json
 from emotune.labels import NUM_CLASSES
 
 
@@ -118,3 +124,340 @@ def training_model(
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return max(1, math.ceil(n_rows / batch_size))
+
+
+# --- Precision, distribution, checkpoints and the fit loop ------------------------------------------------
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[str]:
+    """Build layers under `precision` (auto resolved); the previous global policy comes back afterwards.
+
+    Layers keep the policy they were built with, so only model construction needs to happen inside.
+    """
+    name = resolve_precision(precision)
+    if name not in ("float32", "mixed_bfloat16", "mixed_float16"):
+        raise ValueError(
+            f"train.precision={precision!r}: expected auto, float32, mixed_bfloat16 or mixed_float16"
+        )
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def distribution_scope(strategy: str) -> contextlib.AbstractContextManager[Any]:
+    """The scope to build and compile the model in: `default` (one device), or TensorFlow's `mirrored`
+    (all local GPUs, synchronous) or `multi_worker` (several machines described by TF_CONFIG).
+
+    train.batch_size stays the global batch: tf.distribute splits it across replicas.
+    """
+    if strategy == "default":
+        return contextlib.nullcontext()
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"train.strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)"
+        )
+    import tensorflow as tf  # only the tf.distribute strategies need TensorFlow itself
+
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    if strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "train.strategy=multi_worker needs TF_CONFIG describing the cluster and this worker's task "
+                "(see README 'Training & evaluation')"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    raise ValueError(f"train.strategy={strategy!r}: expected default, mirrored or multi_worker")
+
+
+def is_chief() -> bool:
+    """True except on the non-chief workers of a multi-worker cluster (they must not write outputs)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {})
+    if not task or task.get("type") == "chief":
+        return True
+    # Without an explicit chief, worker 0 plays that part (as in tf.distribute).
+    return (
+        "chief" not in tf_config.get("cluster", {})
+        and task.get("type") == "worker"
+        and task.get("index") == 0
+    )
+
+
+def float32_twin(build: Callable[[], keras.Model]) -> keras.Model:
+    """The same architecture built in float32: what gets saved, whatever precision trained it.
+
+    Mixed-precision training keeps float32 master weights, so copying them loses nothing, and serving,
+    ONNX export and evaluation then get a plain float32 model.
+    """
+    with precision_policy("float32"):
+        return build()
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the inference model (not the trainer with its augmenter) whenever `monitor` improves.
+
+    With `export_model` (a float32 twin of `model`), the weights are copied into it and it is saved instead.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        path: Path | str,
+        monitor: str = "val_accuracy",
+        export_model: keras.Model | None = None,
+    ) -> None:
+        super().__init__()
+        self.inference_model = model
+        self.export_model = export_model
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = -math.inf
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"checkpoint metric {self.monitor!r} missing from {sorted(logs or {})}")
+        if float(value) > self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            self.save()
+
+    def save(self) -> None:
+        target = self.export_model or self.inference_model
+        if self.export_model is not None:
+            self.export_model.set_weights(self.inference_model.get_weights())
+        with atomic_output(self.path) as tmp:
+            target.save(tmp)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate in effect to each epoch's logs (history, progress bar, MLflow)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def make_callbacks(
+    train_cfg: Mapping[str, Any],
+    model: keras.Model,
+    checkpoint_path: Path | str,
+    export_model: keras.Model | None = None,
+) -> list[keras.callbacks.Callback]:
+    """Learning-rate logging, best checkpoint by val_accuracy, early stopping and the plateau schedule."""
+    callbacks: list[keras.callbacks.Callback] = [LearningRateLogger()]
+    if train_cfg.get("lr_schedule", "none") == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=float(train_cfg.get("plateau_factor", 0.5)),
+                patience=int(train_cfg.get("plateau_patience", 3)),
+                min_lr=float(train_cfg["learning_rate"]) * 1e-3,
+            )
+        )
+    callbacks.append(BestModelCheckpoint(model, checkpoint_path, export_model=export_model))
+    patience = train_cfg.get("early_stopping_patience")
+    if patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=int(patience), restore_best_weights=True
+            )
+        )
+    return callbacks
+
+
+def history_records(history: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """Keras History.history ({metric: [per epoch]}) -> [{"epoch": 1, "loss": ..., ...}, ...]."""
+    epochs = max((len(v) for v in history.values()), default=0)
+    return [
+        {"epoch": e + 1, **{k: float(v[e]) for k, v in history.items() if e < len(v)}} for e in range(epochs)
+    ]
+
+
+def fit(
+    trainer: keras.Model,
+    model: keras.Model,
+    train_data: Any,
+    val_data: Any,
+    train_cfg: Mapping[str, Any],
+    checkpoint_path: Path | str,
+    *,
+    class_weight: dict[int, float] | None = None,
+    export_model: keras.Model | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Train, keeping the best epoch's inference model at `checkpoint_path`.
+
+    Returns {"history": per-epoch records, "best_val_accuracy", "best_epoch", "epochs_run", "train_seconds"}.
+    """
+    standard = make_callbacks(train_cfg, model, checkpoint_path, export_model)
+    checkpoint = next(cb for cb in standard if isinstance(cb, BestModelCheckpoint))
+    start = time.perf_counter()
+    result = trainer.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=int(train_cfg["epochs"]),
+        class_weight=class_weight,
+        callbacks=[*standard, *callbacks],
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); fit cannot shuffle a dataset anyway
+        verbose=verbose,
+    )
+    records = history_records(result.history)
+    return {
+        "history": records,
+        "best_val_accuracy": checkpoint.best,
+        "best_epoch": checkpoint.best_epoch,
+        "epochs_run": len(records),
+        "train_seconds": time.perf_counter() - start,
+    }
+
+
+def plot_training_curves(history: Sequence[Mapping[str, float]], path: Path | str) -> None:
+    """Loss and accuracy per epoch, training and validation, side by side (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
+            if history and key in history[0]:
+                ax.plot(epochs, [r[key] for r in history], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+# --- The train stage ------------------------------------------------------------------------------------
+
+
+def _training_rows(x: np.ndarray, y: np.ndarray, cap: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """All rows, or a seeded random `cap` of them (quick runs; the classes keep their proportions)."""
+    if not cap or cap >= len(x):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).permutation(len(x))[: int(cap)])
+    return x[keep], y[keep]
+
+
+def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str = "auto") -> dict[str, Any]:
+    """The DVC `train` stage: prepared arrays -> best model, history, curves and an MLflow run.
+
+    Writes to `out_dir` (default cfg.paths.train_out): model.keras (best epoch by val_accuracy, float32,
+    no augmenter), history.json, training_curves.png, metrics.json and, last, run.json.
+    TensorFlow, MLflow and the data loader are imported here so the core above stays backend-neutral.
+    """
+    from emotune import datasets, tracking
+    from emotune.data import load_prepared
+    from emotune.model import build_model
+
+    train_cfg = cfg.train
+    if train_cfg.get("soft_labels", "none") != "none":
+        raise ValueError(f"train.soft_labels={train_cfg.soft_labels!r} is not implemented: use none")
+    seed = int(cfg.seed)
+    keras.utils.set_random_seed(seed)
+    out = Path(out_dir or cfg.paths.train_out)
+    chief = is_chief()
+    if not chief:  # non-chief workers of a cluster train too, but their files go nowhere
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="emotune-worker-"))
+
+    prepared_dir = Path(cfg.paths.prepared)
+    splits = load_prepared(prepared_dir)
+    x_train, y_train = _training_rows(*splits["train"], train_cfg.get("max_train_rows"), seed)
+    x_val, y_val = splits["validation"]
+    report_path = prepared_dir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+
+    batch_size = int(train_cfg.batch_size)
+    steps = steps_per_epoch(len(x_train), batch_size)
+    train_data = datasets.make_dataset(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        shuffle_buffer=train_cfg.get("shuffle_buffer"),
+    )
+    val_data = datasets.make_dataset(x_val, y_val, batch_size=batch_size)
+    image_size = int(cfg.data.image_size)
+
+    def build() -> keras.Model:
+        return build_model(cfg.model, image_size=image_size)
+
+    with precision_policy(str(train_cfg.precision)) as precision, distribution_scope(str(train_cfg.strategy)):
+        model = build()
+        trainer = training_model(model, train_cfg, steps, seed=seed)
+    export_model = float32_twin(build)
+    weights = class_weights(y_train, str(train_cfg.get("class_weights", "none")))
+    print(
+        f"train: {len(x_train)} rows, validation: {len(x_val)} rows, {steps} steps/epoch, "
+        f"precision {precision}, strategy {train_cfg.strategy}, "
+        f"model {cfg.model.name} ({model.count_params():,} parameters)"
+        + (" [SYNTHETIC DATA]" if cfg.data.synthetic else "")
+    )
+
+    run_ctx = tracking.start_run(cfg) if chief else contextlib.nullcontext()
+    with run_ctx as run:
+        callbacks: list[keras.callbacks.Callback] = []
+        if chief:
+            tracking.log_config(cfg, report)
+            tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
+            callbacks.append(tracking.EpochLogger())
+        result = fit(
+            trainer,
+            model,
+            train_data,
+            val_data,
+            train_cfg,
+            out / "model.keras",
+            class_weight=weights,
+            export_model=export_model,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        metrics = {
+            "best_val_accuracy": result["best_val_accuracy"],
+            "best_epoch": result["best_epoch"],
+            "epochs_run": result["epochs_run"],
+            "train_seconds": round(result["train_seconds"], 2),
+            "train_images_per_second": round(
+                result["epochs_run"] * len(x_train) / max(result["train_seconds"], 1e-9), 1
+            ),
+            "precision": precision,
+            "synthetic": bool(cfg.data.synthetic),
+        }
+        write_json(out / "history.json", result["history"])
+        write_json(out / "metrics.json", metrics)
+        plot_training_curves(result["history"], out / "training_curves.png")
+        if not chief:
+            return metrics
+        tracking.log_metrics(metrics)
+        tracking.log_files([out / "training_curves.png", out / "history.json"])
+        model_info = tracking.log_keras_model(export_model)  # holds the best epoch's weights
+        run_info = {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tracking_uri": tracking.tracking_uri(cfg),
+            "model_uri": model_info.model_uri,
+        }
+    write_json(out / "run.json", run_info)  # last: its presence means the stage finished
+    print(
+        f"best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; {run_info}"
+    )
+    return {**metrics, **run_info}

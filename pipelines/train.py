@@ -1,0 +1,20 @@
+"""DVC stage `train`: params.yaml + data/prepared -> artifacts/train (best model, history, curves, run id).
+
+Everything is in emotune.training.train_stage; this only reads the configuration DVC tracks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from emotune.config import load_params
+from emotune.training import train_stage
+
+
+def main() -> int:
+    train_stage(load_params())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""tf.data input for training and evaluation, built from the prepared uint8 arrays.
+
+Faces go through `emotune.preprocess.to_model_input` once, in NumPy, so the tensors the model trains on are
+exactly the ones serving feeds it. After that everything runs inside tf.data (cache, seeded shuffle, batch,
+prefetch): no Python per batch. Augmentation is not here but in the model (`training.training_model`), so it
+runs in-graph on every Keras backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from emotune.labels import NUM_CLASSES
+from emotune.preprocess import to_model_input
+
+
+def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Integer labels (N,) -> float32 one-hot targets (N, num_classes)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"expected labels of shape (N,), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+    return np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]
+
+
+def make_dataset(
+    faces: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int | None = None,
+    shuffle_buffer: int | None = None,
+    targets: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """uint8 faces (N, S, S) and labels (N,) -> batches of (float32 (B, S, S, 1), float32 one-hot (B, 7)).
+
+    `targets` (N, 7) replaces the one-hot labels when given (soft labels). Without labels or targets the
+    dataset yields the faces alone (prediction). Shuffling reshuffles every epoch from `seed`, so a run is
+    repeatable; the last partial batch is kept so every row is seen (and evaluated) once.
+    """
+    x = to_model_input(faces)
+    if targets is None and labels is not None:
+        targets = one_hot(labels)
+    if targets is not None and len(targets) != len(x):
+        raise ValueError(f"{len(x)} faces but {len(targets)} labels")
+    ds = tf.data.Dataset.from_tensor_slices(x if targets is None else (x, np.asarray(targets, np.float32)))
+    ds = ds.cache()
+    if shuffle:
+        buffer = len(x) if not shuffle_buffer else min(int(shuffle_buffer), len(x))
+        ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
