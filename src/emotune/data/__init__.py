@@ -1,0 +1,33 @@
+"""FER2013 data: load and validate both public formats, synthesize test data, prepare per-split arrays.
+
+from emotune.data import load_prepared, evaluation_split
+splits = load_prepared("artifacts/prepared")      # {"train": (x, y), "validation": (x, y)[, "test": ...]}
+split, note = evaluation_split("artifacts/prepared")  # ("validation", "no PrivateTest rows: ...")
+"""
+
+from emotune.data.fer2013 import (
+    SPLITS,
+    USAGE_TO_SPLIT,
+    DataValidationError,
+    Fer2013,
+    load,
+    load_csv,
+    load_image_folder,
+)
+from emotune.data.prepare import evaluation_split, load_prepared, prepare, save_npz
+from emotune.data.synthetic import synthesize
+
+__all__ = [
+    "SPLITS",
+    "USAGE_TO_SPLIT",
+    "DataValidationError",
+    "Fer2013",
+    "evaluation_split",
+    "load",
+    "load_csv",
+    "load_image_folder",
+    "load_prepared",
+    "prepare",
+    "save_npz",
+    "synthesize",
+]

@@ -1,0 +1,168 @@
+"""`emotune data download`: FER2013 from Kaggle with kagglehub, or a fast, clear failure with the manual way.
+
+Sources (kagglehub handles):
+  csv          dataset  deadskull7/fer2013 -> fer2013.csv (all 35,887 rows, PrivateTest included)
+  competition  challenges-in-representation-learning-facial-expression-recognition-challenge (accept its rules
+               on kaggle.com first) -> fer2013.tar.gz / icml_face_data.csv
+  images       dataset  msambare/fer2013 -> train/<class>/*.jpg, test/<class>/*.jpg
+A CSV lands validated at data/fer2013/fer2013.csv.gz (the default data.raw_path); image folders at
+data/fer2013/images (set data.raw_path to it). Then `dvc add data` records the new version.
+
+Credentials and connectivity are checked before kagglehub is imported (it alone takes seconds to import and
+retries for long offline), so no credentials or no network fails within a few seconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+SOURCES = {
+    "csv": ("dataset", "deadskull7/fer2013"),
+    "competition": (
+        "competition",
+        "challenges-in-representation-learning-facial-expression-recognition-challenge",
+    ),
+    "images": ("dataset", "msambare/fer2013"),
+}
+CSV_NAMES = ("fer2013.csv", "icml_face_data.csv")
+DEFAULT_DEST = Path("data/fer2013")
+
+MANUAL = """\
+Get FER2013 by hand instead:
+  1. Download the Kaggle CSV (fer2013.csv: header emotion,pixels,Usage) from
+     https://www.kaggle.com/datasets/deadskull7/fer2013 or the competition page
+     https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge
+     (or the image folders from https://www.kaggle.com/datasets/msambare/fer2013).
+  2. Put it at data/fer2013/fer2013.csv.gz (gzip it) or data/fer2013/fer2013.csv (then set
+     data.raw_path in conf/data/fer2013.yaml and run `make params`); image folders go to data/fer2013/images.
+  3. Check it:  emotune data validate data/fer2013/fer2013.csv.gz
+  4. Version it: dvc add data   (then git add data.dvc && git commit)
+Or, with Kaggle credentials and internet: put your API token in ~/.kaggle/kaggle.json (or set
+KAGGLE_USERNAME and KAGGLE_KEY) and run `emotune data download` again."""
+
+
+class DownloadError(RuntimeError):
+    """Download impossible or failed; the message says why and how to get the data by hand."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason}\n\n{MANUAL}")
+
+
+def kaggle_credentials() -> str | None:
+    """Where kagglehub would find credentials (a description), or None. Mirrors kagglehub's own lookup."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    for name in ("kaggle.json", "access_token", "access_token.txt"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return None
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Raise DownloadError unless a TCP connection to url's host opens within `timeout` seconds (DNS included:
+    the lookup runs in a thread because getaddrinfo itself has no timeout)."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or url, parsed.port or (443 if parsed.scheme != "http" else 80)
+    error: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise DownloadError(f"cannot reach {host}:{port} within {timeout:g} s (offline?)")
+    if error:
+        raise DownloadError(f"cannot reach {host}:{port} (offline?): {error[0]}")
+
+
+def find_csv(folder: Path) -> Path:
+    """The FER2013 CSV inside a downloaded folder, unpacking fer2013.tar.gz (the competition's) if needed."""
+    for name in CSV_NAMES:
+        found = sorted(folder.rglob(name))
+        if found:
+            return found[0]
+    for archive in sorted(folder.rglob("fer2013.tar.gz")):
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("fer2013.csv")), None)
+            if member is not None:
+                tar.extract(member, archive.parent, filter="data")
+                return archive.parent / member.name
+    raise DownloadError(f"no {' or '.join(CSV_NAMES)} (or fer2013.tar.gz) in the download at {folder}")
+
+
+def install_csv(csv_path: Path, dest: Path) -> Path:
+    """Validate a FER2013 CSV and store it gzipped (reproducibly: no name or time in the header) at dest."""
+    from emotune.data.fer2013 import load_csv
+
+    load_csv(csv_path)  # raises DataValidationError before anything is written
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with (
+            open(csv_path, "rb") as src,
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        ):
+            shutil.copyfileobj(src, gz, 1 << 20)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def download(
+    source: str = "csv", dest_dir: Path | str = DEFAULT_DEST, timeout: float = 3.0, force: bool = False
+) -> Path:
+    """Fetch FER2013 with kagglehub into dest_dir; returns the path to use as data.raw_path."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    dest_dir = Path(dest_dir)
+    target = dest_dir / ("images" if source == "images" else "fer2013.csv.gz")
+    if target.exists() and not force:
+        raise DownloadError(f"{target} already exists (use --force to replace it)")
+    if kaggle_credentials() is None:
+        raise DownloadError(
+            "no Kaggle credentials: ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json), "
+            "KAGGLE_USERNAME+KAGGLE_KEY or KAGGLE_API_TOKEN are not set"
+        )
+    check_reachable(os.environ.get("KAGGLE_API_ENDPOINT", "https://www.kaggle.com"), timeout)
+
+    import kagglehub
+
+    kind, handle = SOURCES[source]
+    try:
+        fetch = kagglehub.competition_download if kind == "competition" else kagglehub.dataset_download
+        folder = Path(fetch(handle))
+    except Exception as exc:  # kagglehub raises many types (HTTP, auth, rules not accepted)
+        raise DownloadError(f"kagglehub could not download {kind} {handle}: {exc}") from exc
+
+    if source != "images":
+        return install_csv(find_csv(folder), target)
+    from emotune.data.fer2013 import load_image_folder
+
+    load_image_folder(folder)  # validate before copying
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".images.tmp-", dir=dest_dir))
+    shutil.copytree(folder, tmp, dirs_exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
