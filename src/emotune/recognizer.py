@@ -1,0 +1,270 @@
+"""The inference core: find faces, preprocess them the one shared way, classify them all in one batch.
+
+    from emotune.recognizer import EmotionRecognizer
+    recognizer = EmotionRecognizer.load("models")          # models/emotune.onnx (or a .keras file)
+    result = recognizer.analyze(rgb_frame)                   # faces with box, emotion, 7 probabilities
+    probs = recognizer.classify(crops_uint8_n_48_48)         # float32 (N, 7)
+
+Used by the BentoML service, the Gradio page, `emotune analyze` and evaluation. The ONNX path needs no
+TensorFlow (fast start, small containers); a .keras file loads through Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from emotune.labels import EMOTIONS, NUM_CLASSES
+from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
+from emotune.vision import FaceDetector, as_rgb, make_detector
+
+ONNX_FILE = "emotune.onnx"
+KERAS_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+MODEL_DIR_ENV = "EMOTUNE_MODEL_DIR"
+
+
+class Backend(Protocol):
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, 48, 48, 1) grey levels 0..255 -> float32 (N, 7) probabilities."""
+        ...
+
+
+class OnnxBackend:
+    def __init__(self, path: Path | str, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:  # 0: onnxruntime uses every core
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        spec = self.session.get_inputs()[0]
+        if list(spec.shape[1:]) != [FACE_SIZE, FACE_SIZE, 1]:
+            raise ValueError(f"{path}: expected input (N, {FACE_SIZE}, {FACE_SIZE}, 1), got {spec.shape}")
+        self.input_name = spec.name
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        # InferenceSession.run is thread-safe: one session serves every request thread.
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+
+class KerasBackend:
+    def __init__(self, path: Path | str) -> None:
+        import keras
+
+        self.model = keras.models.load_model(path, compile=False)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(x, training=False), dtype=np.float32)
+
+
+def load_backend(path: Path | str, threads: int = 0) -> Backend:
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxBackend(path, threads)
+    if path.suffix in (".keras", ".h5"):
+        return KerasBackend(path)
+    raise ValueError(f"{path}: expected an .onnx or .keras model file")
+
+
+def model_file(model_dir: Path | str) -> Path:
+    """The file to load from a model directory (ONNX first: it is the fast path) or the file itself."""
+    path = Path(model_dir)
+    if path.is_file():
+        return path
+    for name in (ONNX_FILE, KERAS_FILE):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(
+        f"no model in {path}: expected {ONNX_FILE} or {KERAS_FILE} (run `dvc repro promote`, or pass --model)"
+    )
+
+
+def locate_model(
+    model: Path | str | None = None, model_dir: Path | str = "models", bentoml_model: str | None = None
+) -> tuple[Path, str]:
+    """Where the model to serve lives, and how it was found: an explicit path, $EMOTUNE_MODEL_DIR, the
+    BentoML model store entry `bentoml_model` (what `bentoml build` packs) or the bundled `model_dir`."""
+    if model:
+        return Path(model), "argument"
+    if os.environ.get(MODEL_DIR_ENV):
+        return Path(os.environ[MODEL_DIR_ENV]), MODEL_DIR_ENV
+    if bentoml_model:
+        from emotune.registry import bentoml_store_path
+
+        stored = bentoml_store_path(bentoml_model)
+        if stored is not None:
+            return stored, f"bentoml:{bentoml_model}"
+    return Path(model_dir), "bundled"
+
+
+@dataclass
+class Face:
+    box: Box
+    probabilities: np.ndarray  # (7,) in EMOTIONS order
+
+    @property
+    def emotion(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probabilities))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [int(v) for v in self.box],
+            "emotion": self.emotion,
+            "confidence": round(float(np.max(self.probabilities)), 6),
+            "probabilities": _named(self.probabilities),
+        }
+
+
+@dataclass
+class Analysis:
+    faces: list[Face]
+    width: int
+    height: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """The frame's mood: the mean of its faces' probabilities (None without faces)."""
+        if not self.faces:
+            return None
+        return np.mean([f.probabilities for f in self.faces], axis=0)
+
+    @property
+    def dominant_emotion(self) -> str | None:
+        probs = self.probabilities
+        return None if probs is None else EMOTIONS[int(np.argmax(probs))]
+
+    def to_dict(self) -> dict[str, Any]:
+        probs = self.probabilities
+        return {
+            "faces": [f.to_dict() for f in self.faces],
+            "num_faces": len(self.faces),
+            "dominant_emotion": self.dominant_emotion,
+            "probabilities": None if probs is None else _named(probs),
+            "image": {"width": self.width, "height": self.height},
+            **self.extra,
+        }
+
+
+def _named(probs: np.ndarray) -> dict[str, float]:
+    return {name: round(float(p), 6) for name, p in zip(EMOTIONS, probs, strict=True)}
+
+
+def as_crops(crops: Any) -> np.ndarray:
+    """Validate face crops for `classify`: (N, 48, 48) or (N, 48, 48, 1) grey levels -> uint8 (N, 48, 48).
+
+    uint8 passes as is; other numeric types must hold finite values within 0..255 and are rounded to whole
+    grey levels, so a crop reaches the model exactly as a FER2013 row does in training.
+    """
+    arr = np.asarray(crops)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2 and arr.shape == (FACE_SIZE, FACE_SIZE):
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        raise ValueError(
+            f"face crops must have shape (N, {FACE_SIZE}, {FACE_SIZE}) or (N, {FACE_SIZE}, {FACE_SIZE}, 1), "
+            f"got {arr.shape}"
+        )
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(
+            f"face crops must be numeric grey levels (uint8 or float 0..255), got dtype {arr.dtype}"
+        )
+    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255):
+        raise ValueError("face crops must hold finite grey levels within 0..255")
+    return np.rint(arr).astype(np.uint8)
+
+
+class EmotionRecognizer:
+    """A face detector + the emotion model. Thread-safe: one instance serves concurrent requests."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        detector: FaceDetector,
+        margin: float = 0.1,
+        card: dict[str, Any] | None = None,
+        source: str = "",
+    ) -> None:
+        self.backend = backend
+        self.detector = detector
+        self.margin = float(margin)
+        self.card = card or {}
+        self.source = source
+        labels = self.card.get("labels")
+        if labels is not None and tuple(labels) != EMOTIONS:
+            raise ValueError(f"model card labels {labels} differ from {EMOTIONS}")
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str = "models",
+        *,
+        detector: str = "haar",
+        min_face_size: int = 40,
+        margin: float = 0.1,
+        threads: int = 0,
+    ) -> EmotionRecognizer:
+        """Load `model_dir`/emotune.onnx (or model.keras, or the given model file) and its model card."""
+        path = model_file(model_dir)
+        card_path = path.parent / CARD_FILE
+        card = json.loads(card_path.read_text()) if card_path.is_file() else None
+        return cls(
+            load_backend(path, threads),
+            make_detector(detector, min_face_size=min_face_size),
+            margin=margin,
+            card=card,
+            source=str(path),
+        )
+
+    @classmethod
+    def from_config(cls, serve_cfg: Any, model: Path | str | None = None) -> EmotionRecognizer:
+        """Built from the Hydra `serve` group (model: see `locate_model`)."""
+        path, how = locate_model(model, serve_cfg.get("model_dir", "models"), serve_cfg.get("bentoml_model"))
+        recognizer = cls.load(
+            path,
+            detector=serve_cfg.get("detector", "haar"),
+            min_face_size=int(serve_cfg.get("min_face_size", 40)),
+            margin=float(serve_cfg.get("face_margin", 0.1)),
+            threads=int(serve_cfg.get("intra_op_threads", 0)),
+        )
+        recognizer.source = f"{recognizer.source} ({how})"
+        return recognizer
+
+    def classify(self, crops: Any) -> np.ndarray:
+        """Face crops (N, 48, 48) grey levels -> float32 (N, 7) probabilities, in one model call."""
+        faces = as_crops(crops)
+        if len(faces) == 0:
+            return np.zeros((0, NUM_CLASSES), dtype=np.float32)
+        return self.backend.predict(to_model_input(faces))
+
+    def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """uint8 (N, 48, 48): each box grown by the margin, cut from the grey frame, resized to 48x48."""
+        gray = to_gray(image)
+        height, width = gray.shape
+        if not boxes:
+            return np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+        return np.stack([crop_face(gray, expand_box(b, self.margin, width, height)) for b in boxes])
+
+    def analyze(self, image: Any, boxes: list[Box] | None = None) -> Analysis:
+        """Detect the faces in an RGB frame (or use the given boxes) and classify them all in one batch."""
+        frame = as_rgb(image)
+        if frame.ndim < 2 or frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise ValueError(f"empty image of shape {frame.shape}")
+        boxes = self.detector.detect(frame) if boxes is None else [tuple(int(v) for v in b) for b in boxes]
+        probs = self.classify(self.crops(frame, boxes))
+        faces = [Face(box, p) for box, p in zip(boxes, probs, strict=True)]
+        return Analysis(faces, width=int(frame.shape[1]), height=int(frame.shape[0]))
+
+    def info(self) -> dict[str, Any]:
+        """What the service reports as its model metadata."""
+        return {"source": self.source, "labels": list(EMOTIONS), "card": self.card}

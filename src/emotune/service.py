@@ -1,0 +1,159 @@
+"""The BentoML service: `bentoml serve` (bentofile.yaml -> service:Emotune, a shim for this module).
+
+POST /analyze    multipart image upload -> faces, boxes, emotions, probabilities, dominant emotion (+ music)
+POST /classify   {"crops": N x 48 x 48 grey levels} -> N x 7 probabilities, adaptive batching across requests
+POST /recommend  {"mood": "sad" | {emotion: p} | [7 probabilities], "k", "strategy", "exclude", "seed"}
+GET  /health     model, detector and music status;  GET /model_card: the model card (JSON)
+GET  /readyz /livez /metrics /docs (OpenAPI) come from BentoML.
+
+Settings: conf/serve (+ EMOTUNE_* environment variables, see analyze_commands.ENV_SETTINGS). The model comes
+from the BentoML store entry `serve.bentoml_model` when it exists (it is then packed by `bentoml build`),
+else from models/. Bad input gets a 4xx JSON {"error": ...} and the server carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI
+from pydantic import AfterValidator, Field
+from starlette.responses import JSONResponse
+
+from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
+from emotune.recognizer import EmotionRecognizer, as_crops
+from emotune.registry import bentoml_store_path
+from emotune.vision import ImageError, decode_image
+
+log = logging.getLogger(__name__)
+
+CFG = serve_settings()
+SERVE = CFG.serve
+MAX_CROPS = int(SERVE.max_batch_size)
+# Multipart framing and a /classify JSON of MAX_CROPS crops fit well within this.
+MAX_BODY_BYTES = int(SERVE.max_image_bytes) + 2_000_000
+# Declared only when the store has the model: a BentoModel that is not there would be looked up in BentoCloud.
+STORE_MODEL = (
+    bentoml.models.BentoModel(f"{SERVE.bentoml_model}:latest")
+    if SERVE.get("bentoml_model") and bentoml_store_path(str(SERVE.bentoml_model)) is not None
+    else None
+)
+
+
+def checked_crops(value: Any) -> np.ndarray:
+    crops = as_crops(value)
+    if len(crops) > MAX_CROPS:
+        raise ValueError(f"at most {MAX_CROPS} crops per request (serve.max_batch_size), got {len(crops)}")
+    return crops
+
+
+Crops = Annotated[np.ndarray, AfterValidator(checked_crops)]
+Mood = str | dict[str, float] | list[float]
+
+
+def error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse a request body larger than MAX_BODY_BYTES from its Content-Length, before reading it."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limit:
+                response = error(f"request body of {int(length):,} bytes; the limit is {self.limit:,}", 413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+info = FastAPI(title="emotune info")  # GET routes: BentoML's own APIs are POST
+
+
+@bentoml.asgi_app(info, path="/")
+# The page (emotune.ui) mounts itself here with one more decorator line: @bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.service(
+    name="emotune",
+    workers=int(SERVE.workers),
+    threads=int(SERVE.threads),
+    http={"host": str(SERVE.host), "port": int(SERVE.port)},
+    traffic={"timeout": 60},
+)
+class Emotune:
+    if STORE_MODEL is not None:
+        model_ref = STORE_MODEL  # a class attribute is what `bentoml build` packs
+
+    def __init__(self) -> None:
+        store_dir = Path(self.model_ref.path) if STORE_MODEL is not None else None
+        self.recognizer = EmotionRecognizer.from_config(SERVE, store_dir)
+        self.recommender, self.music_status = load_recommender(CFG)
+        log.info("emotune: model %s; music %s", self.recognizer.source, self.music_status)
+
+    @bentoml.api
+    def analyze(
+        self,
+        image: Annotated[Path, Field(description="the picture, as a multipart file upload (JPEG, PNG, ...)")],
+        k: int | None = None,
+        strategy: str | None = None,
+    ) -> dict[str, Any]:
+        """Faces in the image with their box (x, y, w, h), emotion and 7 probabilities; the dominant emotion
+        (argmax of the faces' mean probabilities) and music for it. No face: 200 with zero faces."""
+        try:
+            rgb = decode_image(image.read_bytes(), int(SERVE.max_image_bytes), int(SERVE.max_image_pixels))
+        except ImageError as err:
+            return error(str(err), err.status)
+        try:
+            return analysis_json(self.recognizer.analyze(rgb), self.recommender, k, strategy)
+        except ValueError as err:  # e.g. an unknown music strategy or k < 1
+            return error(str(err), 400)
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_CROPS, max_latency_ms=int(SERVE.max_latency_ms))
+    def classify(self, crops: Crops) -> np.ndarray:
+        """48x48 face crops (N, 48, 48), grey levels 0..255 (uint8 or float) -> (N, 7) probabilities in the
+        model card's label order. Concurrent requests are batched into one model call."""
+        return self.recognizer.classify(crops)
+
+    @bentoml.api
+    def recommend(
+        self,
+        mood: Mood,
+        k: int | None = None,
+        strategy: str | None = None,
+        exclude: list[str] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Tracks for a mood: an emotion name, {emotion: probability} or 7 probabilities."""
+        if self.recommender is None:
+            return error(f"music is {self.music_status}", 503)
+        try:
+            tracks = self.recommender.recommend(
+                mood, strategy=strategy, k=k, exclude=exclude or (), seed=seed
+            )
+        except ValueError as err:
+            return error(str(err), 400)
+        return {"recommendations": [t.to_dict() for t in tracks]}
+
+    @info.get("/health")
+    def health(self) -> dict[str, Any]:
+        card = self.recognizer.card
+        return {
+            "status": "ok",
+            "model": self.recognizer.source,
+            "run_id": card.get("mlflow", {}).get("run_id"),
+            "detector": str(SERVE.detector),
+            "music": self.music_status,
+        }
+
+    @info.get("/model_card")
+    def model_card(self) -> dict[str, Any]:
+        return {"source": self.recognizer.source, **self.recognizer.card}
+
+
+Emotune.add_asgi_middleware(BodyLimit)

@@ -1,0 +1,156 @@
+"""Face detection on full frames.
+
+The default detector is OpenCV's bundled frontal-face Haar cascade: it ships inside opencv-python 4.x, so it
+works offline with no model download. It runs on a downscaled grayscale copy of the frame (a face of 40 px
+is still 20 px at half size, the cascade's native window) and reports boxes in full-frame pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from emotune.preprocess import Box, to_gray
+
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+_CASCADE_WINDOW = 24  # the cascade's training window: it cannot find faces smaller than this
+
+
+class FaceDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Face boxes (x, y, w, h) in the pixels of `image` (RGB or grayscale uint8), largest first."""
+        ...
+
+
+def haar_cascade_path() -> Path:
+    path = Path(cv2.data.haarcascades) / HAAR_CASCADE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: opencv-python(-headless) 5.x no longer ships Haar cascades; install 4.x"
+        )
+    return path
+
+
+class HaarFaceDetector:
+    """OpenCV Haar cascade. One classifier per thread: detectMultiScale is not documented as thread-safe."""
+
+    def __init__(
+        self,
+        min_face_size: int = 40,
+        downscale: float = 0.5,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+    ) -> None:
+        if not 0 < downscale <= 1:
+            raise ValueError(f"downscale must be in (0, 1], got {downscale}")
+        self.min_face_size = int(min_face_size)
+        self.downscale = float(downscale)
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self._path = str(haar_cascade_path())
+        self._local = threading.local()
+        self._classifier()  # fail now, not on the first frame
+
+    def _classifier(self) -> cv2.CascadeClassifier:
+        classifier = getattr(self._local, "classifier", None)
+        if classifier is None:
+            classifier = cv2.CascadeClassifier(self._path)
+            if classifier.empty():
+                raise RuntimeError(f"OpenCV could not load the Haar cascade {self._path}")
+            self._local.classifier = classifier
+        return classifier
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        gray = to_gray(image)
+        height, width = gray.shape
+        # Never shrink so far that the smallest wanted face drops below the cascade window.
+        scale = min(1.0, max(self.downscale, _CASCADE_WINDOW / max(1, self.min_face_size)))
+        small = gray
+        if scale < 1.0:
+            small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_side = max(_CASCADE_WINDOW, round(self.min_face_size * scale))
+        if min(small.shape) < min_side:
+            return []
+        found = self._classifier().detectMultiScale(
+            cv2.equalizeHist(small),
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side),
+        )
+        boxes: list[Box] = []
+        for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4) / scale:
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+            if x1 > x0 and y1 > y0:
+                boxes.append((x0, y0, x1 - x0, y1 - y0))
+        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+DETECTORS = ("haar",)
+
+
+def make_detector(name: str = "haar", min_face_size: int = 40, **kwargs: float) -> FaceDetector:
+    """The detector named in `serve.detector`."""
+    if name == "haar":
+        return HaarFaceDetector(min_face_size=min_face_size, **kwargs)
+    raise ValueError(f"serve.detector={name!r}: expected one of {', '.join(DETECTORS)}")
+
+
+class ImageError(ValueError):
+    """An upload that is not a usable image; `status` is the HTTP status a service should answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, ...) -> RGB uint8 HxWx3, in memory, honouring EXIF rotation.
+
+    The byte and pixel limits are checked before any pixel is decoded, so a decompression bomb costs nothing.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError("empty upload: no image bytes were received", 400)
+    if max_bytes and len(data) > max_bytes:
+        raise ImageError(f"image is {len(data):,} bytes; the limit is {max_bytes:,}", 413)
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"image has too many pixels: {err}", 413) from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageError("not an image: Pillow cannot identify the uploaded bytes as a picture", 415) from err
+    width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}", 413
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt pixel data
+        raise ImageError(f"corrupt image: the {image.format} data could not be decoded ({err})", 400) from err
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageError(f"image has no pixels ({width}x{height})", 400)
+    return rgb
+
+
+def as_rgb(image: object) -> np.ndarray:
+    """Whatever a user scripts with -> an RGB or grayscale uint8 array: a NumPy array (RGB channel order),
+    a PIL image, encoded image bytes or a path to an image file."""
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image))
+    if isinstance(image, (str, Path)):
+        return decode_image(Path(image).read_bytes())
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    raise TypeError(f"expected an RGB array, PIL image, image bytes or a path, got {type(image).__name__}")
