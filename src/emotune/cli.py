@@ -14,7 +14,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "emotune.config",
     "emotune.data.commands",
     "emotune.evaluate_commands",
-    "emotune.music.commands",
     "emotune.analyze_commands",
 )
 
