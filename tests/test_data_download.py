@@ -1,0 +1,103 @@
+"""`emotune data download` without credentials or without network: a fast failure that says what to do.
+
+These run the real command in a subprocess. On this machine there is no internet, so with (dummy)
+credentials the connectivity check fails; on a machine with internet Kaggle rejects the dummy key. Either
+way the command must fail fast with the manual instructions and write nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from emotune.data.download import DownloadError, find_csv, install_csv, kaggle_credentials
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    return env | {"HOME": str(home)} | extra
+
+
+def download(cwd: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "emotune.cli", "data", "download", "--timeout", "2"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done, time.perf_counter() - start
+
+
+def assert_fails_with_instructions(done: subprocess.CompletedProcess, cwd: Path, reason: str) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert reason in done.stderr
+    assert "data/fer2013/fer2013.csv.gz" in done.stderr and "dvc add data" in done.stderr
+    assert not (cwd / "data").exists()
+
+
+def test_without_credentials_fails_fast_with_instructions(tmp_path: Path) -> None:
+    done, seconds = download(tmp_path, clean_env(tmp_path))
+    assert_fails_with_instructions(done, tmp_path, "no Kaggle credentials")
+    assert seconds < 5, seconds
+
+
+def test_with_dummy_credentials_but_offline_fails_fast(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, KAGGLE_USERNAME="nobody", KAGGLE_KEY="0" * 32)
+    done, seconds = download(tmp_path, env)
+    # Offline: "cannot reach"; online: Kaggle refuses the dummy key. Both are clear failures.
+    assert_fails_with_instructions(done, tmp_path, "download")
+    assert "cannot reach" in done.stderr or "kagglehub could not download" in done.stderr
+    assert seconds < 5, seconds
+
+
+def test_credentials_lookup_follows_kagglehub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert kaggle_credentials() is None
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    assert kaggle_credentials() is None  # a user name alone is not enough
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert kaggle_credentials() == "KAGGLE_USERNAME/KAGGLE_KEY"
+    monkeypatch.delenv("KAGGLE_KEY")
+    (tmp_path / ".kaggle").mkdir()
+    (tmp_path / ".kaggle" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    assert kaggle_credentials() == str(tmp_path / ".kaggle" / "kaggle.json")
+
+
+def kaggle_csv_text(rows: int = 3) -> str:
+    px = " ".join(["128"] * 2304)
+    return "emotion,pixels,Usage\n" + "".join(f"{i % 7},{px},PrivateTest\n" for i in range(rows))
+
+
+def test_competition_download_layout_is_unpacked_validated_and_gzipped(tmp_path: Path) -> None:
+    # What kagglehub leaves for the competition: fer2013.tar.gz holding fer2013/fer2013.csv.
+    inner = tmp_path / "fer2013" / "fer2013.csv"
+    inner.parent.mkdir()
+    inner.write_text(kaggle_csv_text())
+    download_dir = tmp_path / "kaggle"
+    download_dir.mkdir()
+    with tarfile.open(download_dir / "fer2013.tar.gz", "w:gz") as tar:
+        tar.add(inner, arcname="fer2013/fer2013.csv")
+    found = find_csv(download_dir)
+    assert found.read_text() == kaggle_csv_text()
+    dest = install_csv(found, tmp_path / "data" / "fer2013" / "fer2013.csv.gz")
+    assert gzip.decompress(dest.read_bytes()).decode() == kaggle_csv_text()
+    with pytest.raises(DownloadError, match=r"no fer2013\.csv"):
+        find_csv(tmp_path / "data" / "fer2013")  # only the .gz there: not a download layout
+
+
+def test_install_refuses_an_invalid_csv(tmp_path: Path) -> None:
+    from emotune.data import DataValidationError
+
+    bad = tmp_path / "fer2013.csv"
+    bad.write_text(kaggle_csv_text().replace("PrivateTest", "Secret", 1))
+    with pytest.raises(DataValidationError, match="line 2: unknown Usage 'Secret'"):
+        install_csv(bad, tmp_path / "out" / "fer2013.csv.gz")
+    assert not (tmp_path / "out").exists()
