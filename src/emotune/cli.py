@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "emotune.config",
     "emotune.data.commands",
     "emotune.evaluate_commands",
+    "emotune.music.commands",
     "emotune.analyze_commands",
 )
 

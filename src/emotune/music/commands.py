@@ -1,0 +1,217 @@
+"""CLI: `emotune recommend`, `emotune music validate | download | spotify-refresh`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from emotune.labels import EMOTIONS
+
+KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with audio features
+KAGGLE_FILE = "dataset.csv"
+DOWNLOAD_OUT = "data/music/spotify_tracks.csv"  # what conf/music/spotify_tracks.yaml reads
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def _music_cfg(overrides: list[str]) -> Any:
+    from emotune.config import compose
+
+    return compose(overrides).music
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from emotune.music.catalog import CatalogError
+    from emotune.music.spotify import SpotifyError
+
+    return (CatalogError, SpotifyError, DownloadError, ValueError, HydraException, OmegaConfBaseException)
+
+
+def parse_probs(text: str) -> list[float]:
+    try:
+        probs = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--probs takes {len(EMOTIONS)} comma-separated numbers ({','.join(EMOTIONS)})"
+        ) from None
+    if len(probs) != len(EMOTIONS):
+        raise ValueError(
+            f"--probs needs {len(EMOTIONS)} numbers in the order {','.join(EMOTIONS)}, got {len(probs)}"
+        )
+    return probs
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(tracks: list[Any]) -> str:
+    lines = [f"{'#':>2}  {'artist':<24} {'title':<34} {'val':>4} {'nrg':>4}  {'play':<7} link"]
+    for i, t in enumerate(tracks, 1):
+        link = t.play.path if t.play.kind == "local" else t.play.url
+        lines.append(
+            f"{i:>2}  {_cut(t.artist, 24):<24} {_cut(t.name, 34):<34} {t.valence:>4.2f} {t.energy:>4.2f}  "
+            f"{t.play.kind:<7} {link}"
+        )
+    return "\n".join(lines)
+
+
+def _recommend(args: Any) -> int:
+    from emotune.music.recommender import Recommender
+
+    try:
+        mood = args.emotion if args.emotion else parse_probs(args.probs)
+        recommender = Recommender.from_config(_music_cfg(args.overrides))
+        exclude = [i for i in (args.exclude or "").split(",") if i]
+        tracks = recommender.recommend(
+            mood, strategy=args.strategy, k=args.k, exclude=exclude, seed=args.seed
+        )
+    except _errors() as exc:
+        return _fail(exc)
+    if args.json:
+        target = recommender.target(mood)
+        print(
+            json.dumps(
+                {
+                    "target": {"valence": target[0], "energy": target[1]},
+                    "tracks": [t.to_dict() for t in tracks],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        valence, energy = recommender.target(mood)
+        print(
+            f"mood target: valence {valence:.2f}, energy {energy:.2f} ({recommender.mode} mode, "
+            f"{len(recommender.tracks)} tracks)"
+        )
+        print(format_table(tracks))
+    return 0
+
+
+def _validate(args: Any) -> int:
+    from emotune.music.recommender import Recommender
+
+    try:
+        recommender = Recommender.from_config(_music_cfg(args.overrides))
+    except _errors() as exc:
+        return _fail(exc)
+    summary = recommender.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+        for path in recommender.library.get("unplaced", []):
+            print(f"  unplaced (add to emotune_moods.csv): {path}")
+    return 0
+
+
+def download_catalog(
+    dataset: str = KAGGLE_DATASET, filename: str = KAGGLE_FILE, out: str | Path = DOWNLOAD_OUT
+) -> Path:
+    """Fetch one CSV of a Kaggle dataset with kagglehub and place it at `out` (atomically)."""
+    import kagglehub
+    import requests
+
+    try:
+        cached = Path(kagglehub.dataset_download(dataset, path=filename))
+    except requests.exceptions.RequestException as exc:
+        raise DownloadError(
+            f"cannot reach Kaggle (offline?): {type(exc).__name__}. Copy a catalogue CSV to "
+            f"{out} by hand, or set music.catalog_path"
+        ) from None
+    except Exception as exc:  # kagglehub raises its own HTTP/auth error types
+        raise DownloadError(f"Kaggle download of {dataset}/{filename} failed: {exc}") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", delete=False) as tmp:
+        try:
+            with cached.open("rb") as source:
+                shutil.copyfileobj(source, tmp)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+    Path(tmp.name).replace(out)
+    return out
+
+
+def _download(args: Any) -> int:
+    try:
+        out = download_catalog(args.dataset, args.file, args.out)
+    except DownloadError as exc:
+        return _fail(exc)
+    print(
+        f"wrote {out}. Use it: emotune recommend --emotion happy music=spotify_tracks "
+        f"(version it: dvc add data)"
+    )
+    return 0
+
+
+def _spotify_refresh(args: Any) -> int:
+    from emotune.music.catalog import DEFAULT_PLAYLISTS_DIR
+    from emotune.music.recommender import resolve_path
+    from emotune.music.spotify import refresh_playlist
+
+    try:
+        configured = _music_cfg([]).get("playlists_dir")
+        directory = (
+            Path(args.dir)
+            if args.dir
+            else (resolve_path(configured) if configured else DEFAULT_PLAYLISTS_DIR)
+        )
+        path = refresh_playlist(args.playlist, args.emotion, directory)
+    except _errors() as exc:
+        return _fail(exc)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("recommend", help="a playlist for an emotion or a 7-probability vector")
+    mood = p.add_mutually_exclusive_group(required=True)
+    mood.add_argument("--emotion", help=f"one of {', '.join(EMOTIONS)}")
+    mood.add_argument("--probs", help=f"{len(EMOTIONS)} comma-separated probabilities: {','.join(EMOTIONS)}")
+    p.add_argument("--strategy", choices=("match", "uplift"), help="default: music.strategy")
+    p.add_argument("-k", type=int, help="number of tracks (default: music.k)")
+    p.add_argument("--seed", type=int, help="default: music.seed")
+    p.add_argument("--exclude", help="comma-separated track ids played recently")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=moods music.library_dir=~/Music")
+    p.set_defaults(func=_recommend)
+
+    music = sub.add_parser("music", help="music catalogues: validate, download, Spotify refresh")
+    cmds = music.add_subparsers(dest="music_command", required=True)
+    v = cmds.add_parser("validate", help="load and check the configured catalogue, playlists and library")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=moods")
+    v.set_defaults(func=_validate)
+
+    d = cmds.add_parser("download", help="fetch a Kaggle catalogue of tracks with audio features (kagglehub)")
+    d.add_argument("--dataset", default=KAGGLE_DATASET, help="Kaggle dataset handle owner/name")
+    d.add_argument("--file", default=KAGGLE_FILE, help="the CSV inside the dataset")
+    d.add_argument("--out", default=DOWNLOAD_OUT)
+    d.set_defaults(func=_download)
+
+    s = cmds.add_parser("spotify-refresh", help="replace an emotion's playlist file with a Spotify playlist")
+    s.add_argument("--playlist", required=True, help="playlist URL, spotify:playlist: URI or id")
+    s.add_argument("--emotion", required=True, help=f"one of {', '.join(EMOTIONS)}")
+    s.add_argument(
+        "--dir", help="playlist folder to write (default: music.playlists_dir or the built-in one)"
+    )
+    s.set_defaults(func=_spotify_refresh)

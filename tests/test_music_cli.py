@@ -1,0 +1,140 @@
+"""`emotune recommend` / `emotune music ...`, Spotify refresh and Kaggle download, all without network."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from emotune.cli import main
+from emotune.music import load_playlists
+from emotune.music.spotify import SpotifyError, items_to_rows, playlist_id, refresh_playlist, write_playlist
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_recommend_table_and_json(capsys):
+    code, out, _ = run(capsys, "recommend", "--emotion", "sad", "--strategy", "uplift", "-k", "6")
+    lines = out.strip().splitlines()
+    assert code == 0 and "valence 0.15, energy 0.25" in lines[0] and len(lines) == 2 + 6
+    assert all(" search " in line and "open.spotify.com/search/" in line for line in lines[2:])
+
+    probs = "0,0,0,0.5,0.5,0,0"
+    code, out, _ = run(capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1")
+    payload = json.loads(out)
+    assert code == 0 and payload["target"] == {"valence": 0.5, "energy": 0.475}
+    assert sorted(t["emotion"] for t in payload["tracks"]) == ["happy", "happy", "sad", "sad"]
+    assert {"kind", "url", "embed_url", "path"} <= set(payload["tracks"][0]["play"])
+
+    first = payload["tracks"][0]["id"]
+    code, out, _ = run(
+        capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1", "--exclude", first
+    )
+    assert first not in {t["id"] for t in json.loads(out)["tracks"]}
+
+
+def test_recommend_with_catalogue_override(capsys, shared_data, tmp_path):
+    catalog = shared_data / "music" / "data_moods.csv.gz"
+    if not catalog.is_file():
+        pytest.skip("data_moods.csv.gz not in ../shared")
+    code, out, _ = run(
+        capsys, "recommend", "--emotion", "happy", "-k", "3", "--json", f"music.catalog_path={catalog}"
+    )
+    tracks = json.loads(out)["tracks"]
+    assert code == 0 and len(tracks) == 3 and all(t["play"]["kind"] == "spotify" for t in tracks)
+
+
+def test_cli_errors_are_clear(capsys):
+    code, _, err = run(capsys, "recommend", "--emotion", "glad")
+    assert code == 2 and "unknown emotion 'glad'" in err
+    code, _, err = run(capsys, "recommend", "--probs", "0.5,0.5")
+    assert code == 2 and "needs 7 numbers" in err
+    code, _, err = run(capsys, "recommend", "--emotion", "sad", "music.catalog_path=/nonexistent/c.csv")
+    assert code == 2 and "/nonexistent/c.csv" in err and "not found" in err
+
+
+def test_music_validate(capsys):
+    code, out, _ = run(capsys, "music", "validate", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["mode"] == "playlists" and min(summary["per_emotion"].values()) >= 20
+
+
+def test_spotify_without_credentials(capsys, monkeypatch):
+    monkeypatch.delenv("SPOTIPY_CLIENT_ID", raising=False)
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET", raising=False)
+    code, _, err = run(
+        capsys, "music", "spotify-refresh", "--playlist", "spotify:playlist:" + "a" * 22, "--emotion", "sad"
+    )
+    assert code == 2 and "SPOTIPY_CLIENT_ID" in err and "SPOTIPY_CLIENT_SECRET" in err
+
+
+def test_spotify_failure_is_fast_and_writes_nothing(monkeypatch, tmp_path):
+    # Offline: cannot reach Spotify. Online: fake credentials are rejected. Either way a clear, quick error.
+    monkeypatch.setenv("SPOTIPY_CLIENT_ID", "not-a-real-id")
+    monkeypatch.setenv("SPOTIPY_CLIENT_SECRET", "not-a-real-secret")
+    start = time.perf_counter()
+    with pytest.raises(SpotifyError, match=r"cannot reach Spotify|rejected the credentials"):
+        refresh_playlist("https://open.spotify.com/playlist/37i9dQZF1DXcBWIGoYBM5M?si=1", "happy", tmp_path)
+    assert time.perf_counter() - start < 25 and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="unknown emotion"):
+        refresh_playlist("37i9dQZF1DXcBWIGoYBM5M", "elated", tmp_path)
+
+
+def test_playlist_refs():
+    pid = "37i9dQZF1DXcBWIGoYBM5M"
+    for ref in (pid, f"spotify:playlist:{pid}", f"https://open.spotify.com/intl-de/playlist/{pid}?si=abc"):
+        assert playlist_id(ref) == pid
+    with pytest.raises(SpotifyError, match="not a Spotify playlist"):
+        playlist_id("https://example.com/x")
+
+
+def test_playlist_items_become_a_valid_playlist_file(tmp_path):
+    # The shape of GET /playlists/{id}/tracks items (abridged): tracks, an episode and a local file.
+    track = lambda tid, name, artists, album: {  # noqa: E731
+        "track": {"type": "track", "id": tid, "name": name, "is_local": False,
+                  "album": {"name": album}, "artists": [{"name": a} for a in artists]}
+    }  # fmt: skip
+    items = [
+        track(
+            "4uLU6hMCjMI75M1A2tKUQC", "Never Gonna Give You Up", ["Rick Astley"], "Whenever You Need Somebody"
+        ),
+        track("7ouMYWpwJ422jRcDASZB7P", "Sunflower", ["Post Malone", "Swae Lee"], "Spider-Verse"),
+        {"track": {"type": "episode", "id": "5Xt5DXGzch68nYYamXrNxZ", "name": "A podcast"}},
+        {"track": {"type": "track", "id": None, "name": "my.mp3", "is_local": True, "artists": []}},
+        {"track": None},
+        track(
+            "4uLU6hMCjMI75M1A2tKUQC", "Never Gonna Give You Up", ["Rick Astley"], "Whenever You Need Somebody"
+        ),
+    ]
+    rows = items_to_rows(items)
+    assert [r["Artist"] for r in rows] == ["Rick Astley", "Post Malone, Swae Lee", "Rick Astley"]
+    path = write_playlist(rows, "happy", tmp_path)
+    frame = load_playlists(tmp_path)
+    assert path.name == "happy.csv" and list(frame["spotify_id"]) == [
+        "4uLU6hMCjMI75M1A2tKUQC",
+        "7ouMYWpwJ422jRcDASZB7P",
+    ]
+    with pytest.raises(SpotifyError, match="no tracks"):
+        write_playlist([], "sad", tmp_path)
+
+
+def _kaggle_reachable() -> bool:
+    try:
+        socket.getaddrinfo("api.kaggle.com", 443)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_kaggle_reachable(), reason="network available: the offline error cannot be shown")
+def test_download_offline_fails_fast(capsys, tmp_path):
+    start = time.perf_counter()
+    code, _, err = run(capsys, "music", "download", "--out", str(tmp_path / "tracks.csv"))
+    assert code == 2 and "cannot reach Kaggle (offline?)" in err
+    assert time.perf_counter() - start < 20 and not list(tmp_path.iterdir())
