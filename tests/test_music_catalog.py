@@ -122,8 +122,12 @@ def test_playlist_file_optional_columns(tmp_path):
 def test_recommender_from_config_paths(tmp_path):
     rows = "".join(f"{i},S{i},A{i},50,{i / 20},{i / 20}\n" for i in range(21))
     catalog = write(tmp_path / "c.csv", HEADER + rows)
-    rec = Recommender.from_config({"music": {"catalog_path": str(catalog), "k": 3, "strategy": "uplift"}})
+    music = {"catalog_path": str(catalog), "k": 3, "strategy": "uplift", "recent_exclude": 2}
+    rec = Recommender.from_config({"music": music})
     assert rec.mode == "catalog" and len(rec.recommend("sad")) == 3
+    session = rec.session()
+    session.played("a", "b", "c")
+    assert session.recent == ("b", "c")
     rec = Recommender.from_config({"playlists_dir": DEFAULT_PLAYLISTS_DIR, "targets": {"sad": [0.1, 0.1]}})
     assert rec.mode == "playlists" and rec.target("sad") == (0.1, 0.1)
     with pytest.raises(ValueError, match=r"music\.targets\.sad"):

@@ -6,7 +6,7 @@ Python API (what the service's /recommend and the page use)::
     from emotune.music import ListeningSession, Recommender
 
     recommender = Recommender.from_config(load_params().music)  # loads and validates everything ONCE
-    session = ListeningSession(size=20)                          # one per listener: recently played ids
+    session = recommender.session()   # one per listener: its recently played ids (music.recent_exclude)
 
     tracks = recommender.recommend(
         "sad",                     # or {"happy": 0.7, "sad": 0.3, ...} or 7 probabilities (EMOTIONS order)
@@ -23,6 +23,10 @@ Python API (what the service's /recommend and the page use)::
 
     recommender.target("fear")     # the (valence, energy) a mood maps to
     recommender.summary()          # what was loaded (mode, counts, library placement)
+
+`recommend` only reads the index (safe to share one Recommender across threads/requests); it raises
+ValueError for a bad mood/strategy/k and returns fewer than k tracks only when exclusions and the
+one-track-per-artist rule exhaust the pool.
 
 Sources (conf/music/): `catalog_path` (a CSV with valence/energy; columns mapped by `catalog_columns`) ->
 "catalog" mode; without one, the per-emotion playlist files (`playlists_dir`, null = the built-in lists) ->

@@ -197,6 +197,7 @@ class Recommender:
         k: int = 10,
         strategy: str = "match",
         seed: int = 0,
+        recent_exclude: int = 20,
         library: Mapping[str, list[str]] | None = None,
     ) -> None:
         if mode not in ("catalog", "playlists"):
@@ -207,6 +208,7 @@ class Recommender:
         self._target_matrix = np.array([merged[e] for e in EMOTIONS])  # (7, 2)
         self.uplift_goal = _point(uplift_goal, "music.uplift_goal")
         self.mode, self.k, self.strategy, self.seed = mode, int(k), strategy, int(seed)
+        self.recent_exclude = int(recent_exclude)
         self.popularity_weight, self.local_bonus, self.jitter = popularity_weight, local_bonus, jitter
         self.library = dict(library or {})
 
@@ -295,9 +297,14 @@ class Recommender:
             k=int(get("k", 10)),
             strategy=str(get("strategy", "match")),
             seed=int(get("seed", 0)),
+            recent_exclude=int(get("recent_exclude", 20)),
         )
 
     # ------------------------------------------------------------------------------------- querying
+
+    def session(self) -> ListeningSession:
+        """A new listener's history, as long as music.recent_exclude."""
+        return ListeningSession(self.recent_exclude)
 
     def target(self, mood: Mood) -> tuple[float, float]:
         """The probability-weighted (valence, energy) target of a mood."""
