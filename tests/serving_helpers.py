@@ -58,3 +58,12 @@ def export_tiny_model(out_dir: Path, precision: str = "float16") -> Path:
     files.pop("reference").unlink()
     registry.write_card(registry.build_card(name="emotune-fer", precision=precision, files=files), out_dir)
     return out_dir
+
+
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """One tiny exported model per test session, shared by the modules that need it."""
+    path = tmp_path_factory.getbasetemp() / "tiny-models"
+    if not (path / "model_card.json").is_file():
+        path.mkdir(exist_ok=True)
+        export_tiny_model(path)
+    return path

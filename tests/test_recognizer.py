@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_helpers import GRACE_FACE_BOX, encode, export_tiny_model, fer_like_face, paste, photo_rgb
+from serving_helpers import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
 from emotune.labels import EMOTIONS
 from emotune.recognizer import EmotionRecognizer, as_crops, locate_model
@@ -26,7 +26,7 @@ class Recording:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return export_tiny_model(tmp_path_factory.mktemp("models"))
+    return tiny_model_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

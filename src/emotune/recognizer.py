@@ -227,9 +227,14 @@ class EmotionRecognizer:
         )
 
     @classmethod
-    def from_config(cls, serve_cfg: Any, model: Path | str | None = None) -> EmotionRecognizer:
-        """Built from the Hydra `serve` group (model: see `locate_model`)."""
-        path, how = locate_model(model, serve_cfg.get("model_dir", "models"), serve_cfg.get("bentoml_model"))
+    def from_config(
+        cls, serve_cfg: Any, model: Path | str | None = None, how: str | None = None
+    ) -> EmotionRecognizer:
+        """Built from the Hydra `serve` group (model: see `locate_model`; `how` labels an explicit one)."""
+        path, found = locate_model(
+            model, serve_cfg.get("model_dir", "models"), serve_cfg.get("bentoml_model")
+        )
+        how = how if model else found
         recognizer = cls.load(
             path,
             detector=serve_cfg.get("detector", "haar"),

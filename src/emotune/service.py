@@ -14,6 +14,7 @@ else from models/. Bad input gets a 4xx JSON {"error": ...} and the server carri
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from pydantic import AfterValidator, Field
 from starlette.responses import JSONResponse
 
 from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
-from emotune.recognizer import EmotionRecognizer, as_crops
+from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops
 from emotune.registry import bentoml_store_path
 from emotune.vision import ImageError, decode_image
 
@@ -91,8 +92,11 @@ class Emotune:
         model_ref = STORE_MODEL  # a class attribute is what `bentoml build` packs
 
     def __init__(self) -> None:
-        store_dir = Path(self.model_ref.path) if STORE_MODEL is not None else None
-        self.recognizer = EmotionRecognizer.from_config(SERVE, store_dir)
+        model, how = None, None
+        if STORE_MODEL is not None and not os.environ.get(MODEL_DIR_ENV):
+            # The version this service (or bento) was built with, not whatever is newest in the store.
+            model, how = self.model_ref.path, f"bentoml:{self.model_ref.tag}"
+        self.recognizer = EmotionRecognizer.from_config(SERVE, model, how)
         self.recommender, self.music_status = load_recommender(CFG)
         log.info("emotune: model %s; music %s", self.recognizer.source, self.music_status)
 

@@ -1,0 +1,253 @@
+"""The BentoML service, for real: `bentoml serve` on a free port, HTTP requests, bad input, concurrency,
+and `bentoml build` of a bento that then serves the model from its own store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
+
+from emotune.recognizer import EmotionRecognizer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_BYTES, MAX_PIXELS, MAX_CROPS = 1_000_000, 4_000_000, 16
+LIMITS = (
+    f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS} serve.max_batch_size={MAX_CROPS}"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
+    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true", GRADIO_ANALYTICS_ENABLED="False")
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def serving(target: str, env: dict[str, str], log: Path, timeout: float = 90) -> Iterator[str]:
+    """`bentoml serve target` in its own process group; yields the base URL once /readyz answers 200."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bentoml serve not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("serve")
+    env = base_env(
+        tmp / "bentoml", EMOTUNE_MODEL_DIR=str(model_dir), EMOTUNE_OVERRIDES=LIMITS, EMOTUNE_THREADS="4"
+    )
+    with serving("service:Emotune", env, tmp / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+def upload(client: httpx.Client, data: bytes, name: str = "image.png", **params) -> httpx.Response:
+    return client.post("/analyze", files={"image": (name, data, "application/octet-stream")}, data=params)
+
+
+def test_analyze_a_face_pasted_into_a_frame(client, model_dir):
+    frame, box = paste(fer_like_face(), scale=3)
+    response = upload(client, encode(frame))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["num_faces"] == 1 and result["image"] == {"width": 640, "height": 480}
+    (face,) = result["faces"]
+    x, y, w, h = face["box"]
+    assert abs(x - box[0]) < 25 and abs(y - box[1]) < 25 and abs(w - box[2]) < 40 and abs(h - box[3]) < 40
+    assert result["dominant_emotion"] == face["emotion"]
+    # The service answers exactly what the Python API computes for the same pixels.
+    local = EmotionRecognizer.load(model_dir).analyze(frame).to_dict()
+    assert face["probabilities"] == pytest.approx(local["faces"][0]["probabilities"], abs=1e-5)
+    assert isinstance(result.get("recommendations"), list) and result["recommendations"]
+
+
+def test_analyze_a_jpeg_photo_and_a_picture_without_face(client):
+    photo = upload(client, encode(photo_rgb(), "JPEG", quality=90), "photo.jpg")
+    assert photo.status_code == 200 and photo.json()["num_faces"] == 1
+    empty = upload(client, encode(np.full((300, 400, 3), 30, np.uint8)))
+    assert empty.status_code == 200
+    assert empty.json()["faces"] == [] and empty.json()["dominant_emotion"] is None
+    assert empty.json().get("recommendations") == []
+
+
+def test_classify_a_batch_of_crops(client, model_dir):
+    rng = np.random.default_rng(0)
+    crops = np.stack([fer_like_face(), *rng.integers(0, 256, (4, 48, 48), dtype=np.uint8)])
+    response = client.post("/classify", json={"crops": crops.tolist()})
+    assert response.status_code == 200, response.text
+    probs = np.asarray(response.json())
+    assert probs.shape == (5, 7)
+    np.testing.assert_allclose(probs, EmotionRecognizer.load(model_dir).classify(crops), atol=1e-5)
+    floats = client.post("/classify", json={"crops": (crops[:1] / 1.0).tolist()})
+    assert floats.status_code == 200 and np.allclose(floats.json(), probs[:1], atol=1e-5)
+
+
+def _noise_png(side: int) -> bytes:
+    return encode(np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+BAD_UPLOADS = {
+    "not an image": (b"hello, I am text", 415, "not an image"),
+    "empty body": (b"", 400, "empty"),
+    "corrupt bytes": (encode(photo_rgb(), "JPEG")[:5000], 400, "corrupt"),
+    "too many bytes": (_noise_png(700), 413, "limit"),  # ~1.5 MB > 1 MB
+    "too many pixels": (encode(np.zeros((2000, 2500), np.uint8)), 413, "pixels"),  # 5 Mpx > 4 Mpx
+    "body over the request limit": (b"\0" * (MAX_BYTES + 2_500_000), 413, "limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_uploads_get_a_4xx_json_error_and_the_server_carries_on(client, case):
+    data, status, message = BAD_UPLOADS[case]
+    response = upload(client, data)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert client.get("/readyz").status_code == 200
+
+
+BAD_JSON = {
+    "no image field": ("/analyze", {}),
+    "wrong crop shape": ("/classify", {"crops": np.zeros((2, 32, 32), int).tolist()}),
+    "ragged crops": ("/classify", {"crops": [[1, 2], [3]]}),
+    "text crops": ("/classify", {"crops": [[["a"] * 48] * 48]}),
+    "out of range": ("/classify", {"crops": np.full((1, 48, 48), 999).tolist()}),
+    "too many crops": ("/classify", {"crops": np.zeros((MAX_CROPS + 1, 48, 48), int).tolist()}),
+    "unknown mood": ("/recommend", {"mood": "bored"}),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JSON))
+def test_bad_json_requests_get_a_400_json_error(client, case):
+    route, body = BAD_JSON[case]
+    response = client.post(route, json=body)
+    assert response.status_code == 400, response.text
+    assert "error" in response.json()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_concurrent_requests(client):
+    frame = encode(paste(fer_like_face(), scale=3)[0])
+    crops = np.random.default_rng(2).integers(0, 256, (20, 3, 48, 48), dtype=np.uint8)
+
+    def analyze(_: int) -> dict:
+        return upload(client, frame).raise_for_status().json()
+
+    def classify(i: int) -> np.ndarray:
+        return np.asarray(
+            client.post("/classify", json={"crops": crops[i].tolist()}).raise_for_status().json()
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        faces = list(pool.map(analyze, range(20)))
+        batched = list(pool.map(classify, range(20)))
+    assert all(r["faces"] and r["faces"][0] == faces[0]["faces"][0] for r in faces)
+    # Requests batched together still get their own rows back.
+    alone = np.asarray(client.post("/classify", json={"crops": crops[7].tolist()}).json())
+    assert all(b.shape == (3, 7) for b in batched)
+    np.testing.assert_allclose(batched[7], alone, atol=1e-5)
+
+
+def test_health_model_card_recommend_and_openapi(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and "EMOTUNE_MODEL_DIR" in health["model"]
+    card = client.get("/model_card").json()
+    assert card["labels"][:2] == ["angry", "disgust"] and card["input"]["shape"] == [None, 48, 48, 1]
+    tracks = client.post("/recommend", json={"mood": "sad", "k": 3}).json()["recommendations"]
+    assert len(tracks) == 3
+    paths = client.get("/docs.json").json()["paths"]
+    assert {"/analyze", "/classify", "/recommend"} <= set(paths)
+
+
+def test_bentoml_build_packs_the_store_model_and_the_bento_serves(model_dir, tmp_path):
+    # The store entry is made by the promote stage's own import function, in a store of this test only.
+    home = tmp_path / "bentoml"
+    env = base_env(home)
+    code = (
+        "import json, sys; from emotune.registry import import_to_bentoml;"
+        "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
+    )
+    card = model_dir / "model_card.json"
+    subprocess.run([sys.executable, "-c", code, str(model_dir), str(card)], env=env, check=True, cwd=REPO)
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    bento_dirs = [p for p in (home / "bentos" / "emotune").iterdir() if p.is_dir()]
+    assert len(bento_dirs) == 1
+    # The bento references the store model: containerize/export carry it along.
+    info = yaml.safe_load((bento_dirs[0] / "bento.yaml").read_text())
+    assert [m["tag"].split(":")[0] for m in info["services"][0]["models"]] == ["emotune-fer"]
+    assert info["services"][0]["config"]["http"]["host"] == "127.0.0.1"
+    assert (bento_dirs[0] / "src" / "src" / "emotune" / "service.py").is_file()
+
+    with serving("emotune:latest", env, tmp_path / "bento.log") as url:
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert "bentoml:emotune-fer" in health["model"]
+        frame = encode(paste(fer_like_face(), scale=3)[0])
+        response = httpx.post(f"{url}/analyze", files={"image": ("f.png", frame)}, timeout=30)
+        assert response.status_code == 200 and response.json()["num_faces"] == 1
