@@ -27,3 +27,6 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"development data not found at {path} (set EMOTUNE_SHARED_DIR)")
     return path
+
+
+from pipeline_fixtures import smoke_pipeline  # noqa: E402, F401  (one shared real dvc repro smoke run)

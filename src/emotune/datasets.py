@@ -34,12 +34,14 @@ def make_dataset(
     seed: int | None = None,
     shuffle_buffer: int | None = None,
     targets: np.ndarray | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """uint8 faces (N, S, S) and labels (N,) -> batches of (float32 (B, S, S, 1), float32 one-hot (B, 7)).
 
     `targets` (N, 7) replaces the one-hot labels when given (soft labels). Without labels or targets the
     dataset yields the faces alone (prediction). Shuffling reshuffles every epoch from `seed`, so a run is
-    repeatable; the last partial batch is kept so every row is seen (and evaluated) once.
+    repeatable. `drop_remainder` (training) drops each epoch's last partial batch: one static batch shape
+    means one traced graph instead of two, and the reshuffle still gives every row its turn.
     """
     x = to_model_input(faces)
     if targets is None and labels is not None:
@@ -51,4 +53,5 @@ def make_dataset(
     if shuffle:
         buffer = len(x) if not shuffle_buffer else min(int(shuffle_buffer), len(x))
         ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    drop = drop_remainder and len(x) >= int(batch_size)
+    return ds.batch(int(batch_size), drop_remainder=drop).prefetch(tf.data.AUTOTUNE)

@@ -385,7 +385,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
 
     batch_size = int(train_cfg.batch_size)
-    steps = steps_per_epoch(len(x_train), batch_size)
+    steps = max(1, len(x_train) // batch_size)  # full batches only (drop_remainder)
     train_data = datasets.make_dataset(
         x_train,
         y_train,
@@ -393,6 +393,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
         shuffle=True,
         seed=seed,
         shuffle_buffer=train_cfg.get("shuffle_buffer"),
+        drop_remainder=True,
     )
     val_data = datasets.make_dataset(x_val, y_val, batch_size=batch_size)
     image_size = int(cfg.data.image_size)

@@ -1,0 +1,93 @@
+"""One real smoke run of the DVC pipeline, shared by every test that needs a trained model and its MLflow run.
+
+`smoke_pipeline` (session scope, imported by conftest.py) copies the working tree (tracked and untracked,
+not ignored files: no data/, no .venv) into a temporary git repository, composes params.yaml with
+experiment=smoke, writes the synthetic FER2013 CSV and runs the real `dvc repro evaluate`
+(prepare -> train -> evaluate) with a real MLflow sqlite store in that directory. Later stages (e.g. promote)
+can run `smoke_pipeline.run("dvc", "repro", "promote")` on top of it instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SMOKE_ROWS = 1050  # 840 training faces: two smoke epochs take seconds, and every split has every class
+
+
+@dataclass(frozen=True)
+class SmokePipeline:
+    root: Path  # the temporary repository copy, after `dvc repro evaluate`
+    env: dict[str, str]  # PATH with the venv, MLFLOW_TRACKING_URI of the temp store, quiet TensorFlow
+    tracking_uri: str
+    run_id: str  # the MLflow run the train stage created (artifacts/train/run.json)
+
+    def run(self, *cmd: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command in the copy with the pipeline's environment; a failure shows its output."""
+        proc = subprocess.run(
+            cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
+        return proc
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+
+def copy_working_tree(src: Path, dest: Path) -> None:
+    """Tracked and untracked-but-not-ignored files, as they are now (uncommitted edits included)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=src,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = src / name
+        if source.is_file():  # listed but deleted in the working tree: skip
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
+    root = tmp_path_factory.mktemp("smoke") / "repo"
+    copy_working_tree(REPO_ROOT, root)
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "DVC_NO_ANALYTICS": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(root / ".bentoml"),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    pipeline = SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id="")
+    pipeline.run("emotune", "config", "compose", "experiment=smoke", "--out", "params.yaml")
+    # A commit, so the run's git_commit tag has something real to record.
+    pipeline.run("git", "init", "-q")
+    pipeline.run("git", "add", "-A")
+    pipeline.run("git", "commit", "-q", "-m", "smoke pipeline copy")
+    raw_path = yaml.safe_load((root / "params.yaml").read_text())["data"]["raw_path"]
+    pipeline.run("emotune", "data", "synthesize", "--out", raw_path, "--rows", str(SMOKE_ROWS))
+    pipeline.run("dvc", "repro", "evaluate", timeout=400)
+    run_id = json.loads((root / "artifacts/train/run.json").read_text())["run_id"]
+    return SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id=run_id)
