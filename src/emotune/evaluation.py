@@ -46,42 +46,22 @@ def choose_split(
     return requested, notes[requested] if requested == "test" else f"{requested} split, as requested"
 
 
-def _keras_predictor(path: Path, batch_size: int) -> Predictor:
-    import keras
-
-    model = keras.saving.load_model(path, compile=False)
-    return lambda faces: np.asarray(model.predict(to_model_input(faces), batch_size=batch_size, verbose=0))
-
-
-def _onnx_predictor(path: Path, batch_size: int) -> Predictor:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def predict(faces: np.ndarray) -> np.ndarray:
-        x = to_model_input(faces)
-        parts = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, NUM_CLASSES), np.float32)
-
-    return predict
-
-
-# Model file suffix -> loader. Both take the same uint8 faces through the same to_model_input.
-PREDICTOR_LOADERS: dict[str, Callable[[Path, int], Predictor]] = {
-    ".keras": _keras_predictor,
-    ".onnx": _onnx_predictor,
-}
-
-
 def load_predictor(model_path: Path | str, batch_size: int = 256) -> Predictor:
+    """uint8 faces -> probabilities with the model file's backend (emotune.recognizer: .keras or .onnx),
+    fed the same to_model_input tensors as training and serving, `batch_size` faces per call."""
+    from emotune.recognizer import load_backend
+
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
-    loader = PREDICTOR_LOADERS.get(path.suffix)
-    if loader is None:
-        raise ValueError(f"{path}: unsupported model format (expected {', '.join(PREDICTOR_LOADERS)})")
-    return loader(path, batch_size)
+    backend = load_backend(path)
+
+    def predict(faces: np.ndarray) -> np.ndarray:
+        x = to_model_input(faces)
+        parts = [backend.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
+
+    return predict
 
 
 def predict_probabilities(model_path: Path | str, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -1,0 +1,254 @@
+"""Training core and tf.data input: class weights, learning-rate schedules, precision, strategies, the
+dataset's tensors, and a real (tiny) fit with its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from emotune import datasets, training
+from emotune.labels import NUM_CLASSES
+from emotune.model import build_model
+from emotune.preprocess import to_model_input
+
+TINY_MODEL = {"name": "small_cnn", "width": 0.125, "dense_units": 8}
+
+
+def faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), (np.arange(n) % NUM_CLASSES).astype(np.uint8)
+
+
+# --- class weights ------------------------------------------------------------------------------------------
+
+
+def test_class_weights_balanced_and_sqrt():
+    # 7 classes, 14 rows: class 0 has 8, classes 1..6 one each -> balanced = 14 / (7 * count)
+    labels = np.array([0] * 8 + [1, 2, 3, 4, 5, 6])
+    balanced = training.class_weights(labels, "balanced")
+    assert balanced[0] == pytest.approx(0.25)
+    assert all(balanced[c] == pytest.approx(2.0) for c in range(1, 7))
+    sqrt = training.class_weights(labels, "sqrt")
+    assert sqrt[0] == pytest.approx(0.5) and sqrt[3] == pytest.approx(np.sqrt(2.0))
+    assert training.class_weights(labels, "none") is None
+    with pytest.raises(ValueError, match="class_weights"):
+        training.class_weights(labels, "inverse")
+
+
+def test_class_weights_survive_an_absent_class():
+    weights = training.class_weights(np.array([0, 0, 1, 1]), "balanced")
+    assert len(weights) == NUM_CLASSES and all(np.isfinite(list(weights.values())))
+
+
+# --- learning rate ------------------------------------------------------------------------------------------
+
+
+def test_learning_rate_none_and_plateau_are_constant():
+    cfg = {"learning_rate": 1e-3, "epochs": 10}
+    assert training.learning_rate({**cfg, "lr_schedule": "none"}, 100) == pytest.approx(1e-3)
+    assert training.learning_rate({**cfg, "lr_schedule": "plateau"}, 100) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training.learning_rate({**cfg, "lr_schedule": "step"}, 100)
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = {"learning_rate": 1e-3, "epochs": 10, "lr_schedule": "cosine", "warmup_epochs": 2}
+    schedule = training.learning_rate(cfg, steps_per_epoch=10)  # 100 steps, 20 of warm-up
+
+    def lr(step: int) -> float:
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+
+    assert lr(0) == pytest.approx(1e-4)  # warm-up starts at a tenth
+    assert lr(10) == pytest.approx(5.5e-4, rel=1e-3)  # linear: half-way
+    assert lr(20) == pytest.approx(1e-3, rel=1e-3)  # the peak
+    assert lr(60) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=1e-3)  # cosine half-way
+    assert lr(100) == pytest.approx(1e-5, rel=1e-3)  # alpha = 1% of the peak
+    assert lr(20) > lr(40) > lr(60) > lr(80) > lr(100)
+
+
+def test_callbacks_follow_the_config(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(NUM_CLASSES)])
+    base = {"learning_rate": 1e-3, "lr_schedule": "none", "early_stopping_patience": 3}
+    kinds = [type(cb) for cb in training.make_callbacks(base, model, tmp_path / "m.keras")]
+    assert keras.callbacks.EarlyStopping in kinds and keras.callbacks.ReduceLROnPlateau not in kinds
+    plateau_cfg = {**base, "lr_schedule": "plateau", "plateau_patience": 2}
+    plateau = training.make_callbacks(plateau_cfg, model, "m.keras")
+    reduce = next(cb for cb in plateau if isinstance(cb, keras.callbacks.ReduceLROnPlateau))
+    assert reduce.patience == 2 and reduce.factor == pytest.approx(0.5)
+    stops = next(cb for cb in plateau if isinstance(cb, keras.callbacks.EarlyStopping))
+    assert stops.monitor == "val_accuracy" and stops.restore_best_weights and stops.patience == 3
+    no_stop = training.make_callbacks({**base, "early_stopping_patience": 0}, model, "m.keras")
+    assert not any(isinstance(cb, keras.callbacks.EarlyStopping) for cb in no_stop)
+
+
+def test_checkpoint_saves_only_improvements_atomically(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(NUM_CLASSES)], name="inference")
+    path = tmp_path / "out" / "model.keras"
+    checkpoint = training.BestModelCheckpoint(model, path)
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.2})
+    first = path.stat().st_mtime_ns
+    checkpoint.on_epoch_end(1, {"val_accuracy": 0.1})
+    assert path.stat().st_mtime_ns == first and checkpoint.best_epoch == 1
+    checkpoint.on_epoch_end(2, {"val_accuracy": 0.5})
+    assert checkpoint.best_epoch == 3 and checkpoint.best == pytest.approx(0.5)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.keras"]  # no temp files left
+    with pytest.raises(KeyError, match="val_accuracy"):
+        checkpoint.on_epoch_end(3, {"accuracy": 0.9})
+
+
+# --- precision and strategy ---------------------------------------------------------------------------------
+
+
+def test_precision_policy_sets_and_restores():
+    before = keras.mixed_precision.global_policy().name
+    with training.precision_policy("mixed_bfloat16") as name:
+        assert name == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == before
+    assert training.resolve_precision("float32") == "float32"
+    assert training.resolve_precision("auto") in ("float32", "mixed_bfloat16")
+    with pytest.raises(ValueError, match="precision"), training.precision_policy("int8"):
+        pass
+
+
+def test_strategy_scopes(monkeypatch):
+    with training.distribution_scope("default"):
+        pass
+    with pytest.raises(ValueError, match="strategy"):
+        training.distribution_scope("parameter_server")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        training.distribution_scope("multi_worker")
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "chief"),
+    [
+        (None, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, False),
+        ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, True),
+    ],
+)
+def test_only_the_chief_writes(monkeypatch, tf_config, chief):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert training.is_chief() is chief
+
+
+# --- the tf.data input --------------------------------------------------------------------------------------
+
+
+def test_dataset_tensors_are_the_preprocessing_output():
+    x, y = faces(10)
+    ds = datasets.make_dataset(x, y, batch_size=4)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [4, 4, 2]  # evaluation keeps every row
+    features = np.concatenate([b[0] for b in batches])
+    targets = np.concatenate([b[1] for b in batches])
+    expected = to_model_input(x)
+    assert features.dtype == expected.dtype == np.float32 and features.shape == expected.shape
+    np.testing.assert_array_equal(features, expected)
+    assert targets.dtype == np.float32 and targets.shape == (10, NUM_CLASSES)
+    np.testing.assert_array_equal(targets.argmax(axis=1), y)
+    np.testing.assert_array_equal(targets.sum(axis=1), 1.0)
+
+
+def test_dataset_shuffle_is_seeded_and_reshuffles_each_epoch():
+    x, y = faces(64)
+    x[:, 0, 0] = np.arange(64)  # identify rows by their first pixel
+
+    def epoch_orders(seed: int) -> list[list[int]]:
+        ds = datasets.make_dataset(x, y, batch_size=16, shuffle=True, seed=seed, drop_remainder=True)
+        return [[int(v) for b in ds.as_numpy_iterator() for v in b[0][:, 0, 0, 0]] for _ in range(2)]
+
+    first, second = epoch_orders(1)
+    assert sorted(first) == list(range(64)) and first != list(range(64))
+    assert first != second  # a new order every epoch
+    assert epoch_orders(1) == [first, second]  # ... the same ones for the same seed
+    assert epoch_orders(2)[0] != first
+
+
+def test_dataset_drop_remainder_and_bad_labels():
+    x, y = faces(10)
+    ds = datasets.make_dataset(x, y, batch_size=4, shuffle=True, seed=0, drop_remainder=True)
+    assert [len(b[0]) for b in ds.as_numpy_iterator()] == [4, 4]
+    assert len(list(datasets.make_dataset(x[:3], y[:3], batch_size=4, drop_remainder=True))) == 1
+    with pytest.raises(ValueError, match=r"0\.\.6"):
+        datasets.make_dataset(x, np.full(10, 7, np.uint8), batch_size=4)
+    with pytest.raises(ValueError, match="10 faces but 9 labels"):
+        datasets.make_dataset(x, y[:9], batch_size=4)
+
+
+# --- a real fit ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Three epochs of a tiny model in mixed_bfloat16 on 64 random faces: the stage's own fit loop."""
+    keras.utils.set_random_seed(0)
+    out = tmp_path_factory.mktemp("fit")
+    train_cfg = {
+        "epochs": 3,
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "early_stopping_patience": 0,
+        "augment": {"enabled": True, "flip": True, "translate": 0.1},
+    }
+    x, y = faces(64)
+    with training.precision_policy("mixed_bfloat16"):
+        model = build_model(TINY_MODEL)
+        trainer = training.training_model(model, train_cfg, steps_per_epoch=4, seed=0)
+    export = training.float32_twin(lambda: build_model(TINY_MODEL))
+    result = training.fit(
+        trainer,
+        model,
+        datasets.make_dataset(x, y, batch_size=16, shuffle=True, seed=0, drop_remainder=True),
+        datasets.make_dataset(x[:32], y[:32], batch_size=16),
+        train_cfg,
+        out / "model.keras",
+        class_weight=training.class_weights(y, "balanced"),
+        export_model=export,
+        verbose=0,
+    )
+    return result, model, export, out, x
+
+
+def test_fit_history_and_best_epoch(fitted):
+    result, *_ = fitted
+    history = result["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3] and result["epochs_run"] == 3
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history[0])
+    best = max(range(3), key=lambda i: (history[i]["val_accuracy"], -i))
+    assert result["best_epoch"] == best + 1
+    assert result["best_val_accuracy"] == pytest.approx(history[best]["val_accuracy"])
+    assert history[0]["learning_rate"] > history[-1]["learning_rate"]  # the cosine schedule decays
+
+
+def test_checkpoint_is_the_float32_inference_model(fitted):
+    _, model, export, out, x = fitted
+    saved = keras.saving.load_model(out / "model.keras", compile=False)
+    assert saved.name == model.name and "augment" not in [layer.name for layer in saved.layers]
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    # what trained was mixed precision
+    assert model.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    inputs = to_model_input(x[:8])
+    np.testing.assert_allclose(saved.predict(inputs, verbose=0), export.predict(inputs, verbose=0), atol=1e-6)
+    # float32 twin of the bfloat16 model: same weights, predictions within bfloat16 rounding
+    np.testing.assert_allclose(saved.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=0.05)
+
+
+def test_history_records_and_curves(tmp_path):
+    records = training.history_records({"loss": [2.0, 1.5], "val_accuracy": [0.1, 0.3]})
+    assert records == [
+        {"epoch": 1, "loss": 2.0, "val_accuracy": 0.1},
+        {"epoch": 2, "loss": 1.5, "val_accuracy": 0.3},
+    ]
+    training.plot_training_curves(records, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
