@@ -3,7 +3,10 @@ logged to the training run in MLflow. Everything is in emotune.evaluation.evalua
 
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info lines
 
 from emotune.config import load_params
 from emotune.evaluation import evaluate_stage

@@ -5,7 +5,10 @@ Everything is in emotune.training.train_stage; this only reads the configuration
 
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info lines
 
 from emotune.config import load_params
 from emotune.training import train_stage
