@@ -73,6 +73,54 @@ def load_backend(path: Path | str, threads: int = 0) -> Backend:
     raise ValueError(f"{path}: expected an .onnx or .keras model file")
 
 
+class ModelLoadError(RuntimeError):
+    """The model file is there but cannot be served: damaged, or not the file its model card describes."""
+
+
+RESTORE_HINT = (
+    "Fix: restore the file (`git checkout models/` or `dvc checkout`), re-run `dvc repro promote`, or serve "
+    f"another model folder with --model / ${MODEL_DIR_ENV}"
+)
+
+
+def verify_model_file(path: Path, card: dict[str, Any] | None, card_path: Path) -> None:
+    """Refuse a model file whose sha256 is not the one its model card records (files.<name>.sha256).
+
+    A card that lists files but not this one describes another model, so that is refused too; a folder
+    without a card (a hand-made model) is not checked.
+    """
+    files = (card or {}).get("files")
+    if not files:
+        return
+    from emotune.registry import sha256_file  # here: registry imports this module
+
+    entry = files.get(path.name)
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise ModelLoadError(
+            f"{card_path} lists {', '.join(sorted(files))} but not {path.name}: it describes another model. "
+            + RESTORE_HINT
+        )
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise ModelLoadError(
+            f"{path}: sha256 {actual} differs from {entry['sha256']} recorded in {card_path}; the file was "
+            "changed or damaged after it was promoted, so it is refused. " + RESTORE_HINT
+        )
+
+
+def check_model(model_dir: Path | str) -> tuple[Path, dict[str, Any] | None]:
+    """(model file, model card or None) after the cheap checks that `EmotionRecognizer.load` makes first:
+    the file exists, its card is valid JSON and the file's sha256 is the card's. Nothing is loaded."""
+    path = model_file(model_dir)
+    card_path = path.parent / CARD_FILE
+    try:
+        card = json.loads(card_path.read_text()) if card_path.is_file() else None
+    except ValueError as err:
+        raise ModelLoadError(f"{card_path} is not valid JSON ({err}). " + RESTORE_HINT) from err
+    verify_model_file(path, card, card_path)
+    return path, card
+
+
 def model_file(model_dir: Path | str) -> Path:
     """The file to load from a model directory (ONNX first: it is the fast path) or the file itself."""
     path = Path(model_dir)
@@ -214,12 +262,17 @@ class EmotionRecognizer:
         margin: float = 0.1,
         threads: int = 0,
     ) -> EmotionRecognizer:
-        """Load `model_dir`/emotune.onnx (or model.keras, or the given model file) and its model card."""
-        path = model_file(model_dir)
-        card_path = path.parent / CARD_FILE
-        card = json.loads(card_path.read_text()) if card_path.is_file() else None
+        """Load `model_dir`/emotune.onnx (or model.keras, or the given model file) and its model card.
+
+        Raises FileNotFoundError without a model, ModelLoadError for a damaged file or one whose sha256
+        differs from the card's."""
+        path, card = check_model(model_dir)
+        try:
+            backend = load_backend(path, threads)
+        except Exception as err:  # onnxruntime and Keras raise their own types for a damaged file
+            raise ModelLoadError(f"cannot load the model {path}: {err}. " + RESTORE_HINT) from err
         return cls(
-            load_backend(path, threads),
+            backend,
             make_detector(detector, min_face_size=min_face_size),
             margin=margin,
             card=card,

@@ -25,7 +25,8 @@ from pydantic import AfterValidator, Field
 from starlette.responses import JSONResponse
 
 from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
-from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops
+from emotune.http_guard import RequestGuard
+from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops, check_model, locate_model
 from emotune.registry import bentoml_store_path
 from emotune.vision import ImageError, decode_image
 
@@ -59,21 +60,13 @@ def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class BodyLimit:
-    """Refuse a request body larger than MAX_BODY_BYTES from its Content-Length, before reading it."""
-
-    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.limit:
-                response = error(f"request body of {int(length):,} bytes; the limit is {self.limit:,}", 413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
+# A model that cannot be served stops `bentoml serve` here, in the process that reads this module before it
+# starts the workers: a worker failing in __init__ is restarted by BentoML forever and never gets ready.
+check_model(
+    STORE_MODEL.path
+    if STORE_MODEL is not None and not os.environ.get(MODEL_DIR_ENV)
+    else locate_model(None, SERVE.get("model_dir", "models"))[0]
+)
 
 info = FastAPI(title="emotune info")  # GET routes: BentoML's own APIs are POST
 
@@ -160,4 +153,5 @@ class Emotune:
         return {"source": self.recognizer.source, **self.recognizer.card}
 
 
-Emotune.add_asgi_middleware(BodyLimit)
+# Body limit (413 early, chunked bodies too), unparseable forms and text-valued files (400), JSON 404/405.
+Emotune.add_asgi_middleware(RequestGuard, limit=MAX_BODY_BYTES, file_fields={"/analyze": ("image",)})

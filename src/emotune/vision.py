@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -134,12 +134,25 @@ def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | No
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        rgb = np.asarray(_to_8bit(image).convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt pixel data
         raise ImageError(f"corrupt image: the {image.format} data could not be decoded ({err})", 400) from err
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"image has no pixels ({width}x{height})", 400)
     return rgb
+
+
+def _to_8bit(image: Any) -> Any:
+    """16-bit and 32-bit grey images (PNG, TIFF) scaled to 8 bits: Pillow's convert("RGB") clips them at 255
+    instead, which turns a 16-bit photo white."""
+    from PIL import Image
+
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    grey = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or grey.max(initial=0) > 255:  # "I" from a 16-bit PNG: 0..65535
+        grey = grey / 257.0
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
 
 
 def as_rgb(image: object) -> np.ndarray:
