@@ -111,7 +111,11 @@ class Emotune:
         except ValueError as err:  # e.g. an unknown music strategy or k < 1
             return error(str(err), 400)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_CROPS, max_latency_ms=int(SERVE.max_latency_ms))
+    @bentoml.api(
+        batchable=bool(SERVE.get("adaptive_batching", True)),
+        max_batch_size=MAX_CROPS,
+        max_latency_ms=int(SERVE.max_latency_ms),
+    )
     def classify(self, crops: Crops) -> np.ndarray:
         """48x48 face crops (N, 48, 48), grey levels 0..255 (uint8 or float) -> (N, 7) probabilities in the
         model card's label order. Concurrent requests are batched into one model call."""
