@@ -1,0 +1,243 @@
+"""The promote stage: best run -> MLflow Model Registry alias -> models/ (ONNX + card) -> BentoML store.
+
+End to end on the shared smoke pipeline (real `dvc repro promote`, real MLflow sqlite store, a BentoML store
+of the copy), plus the choice of the run, the export precisions and the all-or-nothing write of models/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotune import registry
+from emotune.labels import EMOTIONS
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def promoted(smoke_pipeline):
+    smoke_pipeline.run("dvc", "repro", "promote", timeout=400)
+    return smoke_pipeline
+
+
+def test_promote_stage_end_to_end(promoted):
+    from mlflow import MlflowClient
+
+    models = promoted.path("models")
+    card = json.loads((models / "model_card.json").read_text())
+
+    # models/: the float16 ONNX, the small Keras model, the card in JSON and Markdown, hashes that match
+    assert sorted(p.name for p in models.iterdir()) == [
+        "MODEL_CARD.md",
+        "emotune.onnx",
+        "model.keras",
+        "model_card.json",
+    ]
+    assert set(card["files"]) == {"emotune.onnx", "model.keras"}
+    for name, entry in card["files"].items():
+        assert entry["sha256"] == sha256(models / name) and entry["bytes"] == (models / name).stat().st_size
+    assert card["labels"] == list(EMOTIONS)
+    assert card["input"]["shape"] == [None, 48, 48, 1] and card["input"]["dtype"] == "float32"
+    assert "grayscale" in card["preprocessing"] and "48x48" in card["preprocessing"]
+    assert card["model"]["onnx_precision"] == "float16"
+    assert card["data"]["synthetic"] == "true" and card["data"]["version"]
+    assert card["mlflow"]["run_id"] == promoted.run_id
+    assert card["metrics"]["validation"]["best_val_accuracy"] >= 0
+    assert "test_accuracy" in card["metrics"]["test"]
+    check = card["export_check"]
+    assert check["split"] == "validation" and check["n"] > 0
+    drop = 100 * (check["accuracy_float32"] - check["accuracy_exported"])
+    assert drop == pytest.approx(check["accuracy_drop_points"], abs=1e-3)
+    assert drop <= max(0.5, 100 / check["n"])  # within 0.5 points, or one face of the tiny smoke split
+    assert card["reproduce"].startswith("git checkout ") and "dvc exp run" in card["reproduce"]
+    markdown = (models / "MODEL_CARD.md").read_text()
+    assert (
+        "SYNTHETIC" in markdown
+        and promoted.run_id in markdown
+        and card["files"]["emotune.onnx"]["sha256"] in markdown
+    )
+
+    # The ONNX file serves the trained model: same predictions as artifacts/train/model.keras
+    from emotune.recognizer import EmotionRecognizer
+
+    x = np.load(promoted.path("artifacts/prepared/validation.npz"))["x"][:16]
+    onnx = EmotionRecognizer.load(models).classify(x)
+    keras = EmotionRecognizer.load(promoted.path("artifacts/train/model.keras")).classify(x)
+    np.testing.assert_allclose(onnx, keras, atol=5e-3)
+
+    # MLflow Model Registry: the alias points at a version of the promoted run, tagged with the ONNX hash
+    client = MlflowClient(tracking_uri=promoted.tracking_uri)
+    version = client.get_model_version_by_alias("emotune-fer", "champion")
+    assert version.run_id == promoted.run_id and int(version.version) == card["mlflow"]["version"]
+    assert version.tags["onnx_sha256"] == card["files"]["emotune.onnx"]["sha256"]
+    served = {a.path for a in client.list_artifacts(promoted.run_id, "serving")}
+    assert "serving/emotune.onnx" in served and "serving/model_card.json" in served
+
+    # BentoML model store of the copy: the same files, the card's facts in the metadata
+    store = promoted.path(".bentoml/models/emotune-fer")
+    (entry,) = [p for p in store.iterdir() if p.is_dir()]
+    assert sha256(entry / "emotune.onnx") == card["files"]["emotune.onnx"]["sha256"]
+    model_yaml = (entry / "model.yaml").read_text()
+    assert promoted.run_id in model_yaml and "float16" in model_yaml
+
+    # DVC recorded the stage; nothing half-written was left behind
+    assert "up to date" in promoted.run("dvc", "status", "promote").stdout
+    assert not list(promoted.root.glob(".promote-*"))
+
+
+@pytest.fixture
+def in_copy(promoted, tmp_path, monkeypatch):
+    """Run the promote library in-process against a copy of the smoke run's MLflow store."""
+    from emotune.config import load_params
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(promoted.path("mlflow.db"), db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.chdir(promoted.root)
+    return load_params(promoted.path("params.yaml")), f"sqlite:///{db}"
+
+
+def test_a_failure_half_way_leaves_models_untouched(promoted, in_copy, tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    cfg, _ = in_copy
+    models = tmp_path / "models"
+    shutil.copytree(promoted.path("models"), models)
+    before = {p.name: sha256(p) for p in models.iterdir()}
+    cfg.tracking.registered_model = "not/valid"  # the registry refuses it after the export was staged
+    with pytest.raises(MlflowException, match="not/valid"):
+        registry.promote(cfg, models_dir=models, bentoml_store=False)
+    assert {p.name: sha256(p) for p in models.iterdir()} == before
+    assert not list(tmp_path.glob(".promote-*"))
+
+
+def test_the_export_check_fails_a_lossy_export():
+    check = {"n": 3589, "accuracy_drop_points": 0.6}
+    with pytest.raises(RuntimeError, match=r"max_accuracy_drop=0\.5"):
+        registry.enforce_export_check(check, 0.5, "int8")
+    registry.enforce_export_check({**check, "accuracy_drop_points": 0.5}, 0.5, "int8")
+    registry.enforce_export_check({**check, "accuracy_drop_points": -2.0}, 0.5, "int8")  # a gain is fine
+    # one face of a 100-row split is below what the check can resolve
+    registry.enforce_export_check({"n": 100, "accuracy_drop_points": 1.0}, 0.5, "float16")
+    with pytest.raises(RuntimeError):
+        registry.enforce_export_check({"n": 100, "accuracy_drop_points": 2.0}, 0.5, "float16")
+
+
+def test_promote_picks_a_better_run_and_loads_its_model_from_mlflow(promoted, in_copy, tmp_path):
+    import keras
+    import mlflow
+    from mlflow import MlflowClient
+
+    from emotune import tracking
+    from emotune.model import build_model
+    from emotune.recognizer import EmotionRecognizer
+
+    cfg, uri = in_copy
+    keras.utils.set_random_seed(7)
+    other = build_model({"name": "small_cnn", "width": 0.25, "dense_units": 16}, 48)
+    other(np.zeros((1, 48, 48, 1), np.float32))
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(str(cfg.tracking.experiment))
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.log_metric("best_val_accuracy", 0.99)
+        mlflow.log_metric("test_accuracy", 0.01)
+        tracking.log_keras_model(other)
+    # A run with a better *test* score but a worse validation score must not win.
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
+        mlflow.log_metric("best_val_accuracy", 0.0)
+        mlflow.log_metric("test_accuracy", 1.0)
+
+    card = registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    assert card["mlflow"]["run_id"] == run.info.run_id
+    client = MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias("emotune-fer", "champion")
+    assert champion.run_id == run.info.run_id and int(champion.version) == 2
+    # models/ now holds the new run's network (fetched from MLflow), not artifacts/train/model.keras
+    x = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    served = EmotionRecognizer.load(tmp_path / "models").classify(x)
+    np.testing.assert_allclose(served, other.predict(x[..., None].astype(np.float32), verbose=0), atol=5e-3)
+
+    # Promoting the same run again reuses its registry version.
+    registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    assert len(client.search_model_versions("name = 'emotune-fer'")) == 2
+
+
+def test_the_choice_is_never_made_on_a_test_metric():
+    for metric in ("test_accuracy", "test_macro_f1", "TEST_acc"):
+        with pytest.raises(ValueError, match="validation"):
+            registry.check_metric(metric)
+    registry.check_metric("best_val_accuracy")
+
+
+def test_best_run_ignores_failed_runs_and_runs_without_the_metric(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "mlruns").as_uri())
+    runs = {}
+    for name, value, status in [
+        ("a", 0.5, "FINISHED"),
+        ("b", 0.9, "FAILED"),
+        ("c", 0.7, "FINISHED"),
+        ("d", None, "FINISHED"),
+    ]:
+        run = client.create_run(exp, run_name=name)
+        if value is not None:
+            client.log_metric(run.info.run_id, "best_val_accuracy", value)
+        client.set_terminated(run.info.run_id, status)
+        runs[name] = run.info.run_id
+    assert registry.best_run(client, "e", "best_val_accuracy", "max").info.run_id == runs["c"]
+    assert registry.best_run(client, "e", "best_val_accuracy", "min").info.run_id == runs["a"]
+    with pytest.raises(LookupError, match="no finished run"):
+        registry.best_run(client, "e", "val_f1")
+    with pytest.raises(LookupError, match="not found"):
+        registry.best_run(client, "nope", "best_val_accuracy")
+
+
+def test_export_precisions_sizes_and_agreement(tmp_path):
+    import keras
+
+    from emotune.model import build_model
+
+    keras.utils.set_random_seed(1)
+    model = build_model({"name": "small_cnn", "width": 0.5, "dense_units": 64}, 48)
+    x = np.random.default_rng(3).integers(0, 256, (32, 48, 48), dtype=np.uint8)
+    y = np.random.default_rng(4).integers(0, 7, 32)
+    sizes = {}
+    for precision in ("float32", "float16", "int8"):
+        files = registry.export_serving_files(model, tmp_path / precision, precision, keep_keras_max_mb=0)
+        assert "model.keras" not in files and not (tmp_path / precision / "model.keras").exists()
+        sizes[precision] = files["emotune.onnx"].stat().st_size
+        check = registry.export_accuracy(files["reference"], files["emotune.onnx"], x, y)
+        assert check["n"] == 32 and check["prediction_agreement"] >= 0.9
+        if precision != "int8":
+            assert check["max_abs_probability_difference"] < 1e-2
+    assert 0.45 < sizes["float16"] / sizes["float32"] < 0.6
+    assert sizes["int8"] < sizes["float16"]
+    with pytest.raises(ValueError, match="onnx_precision"):
+        registry.export_serving_files(model, tmp_path / "bad", "bfloat8")
+
+
+def test_publish_moves_files_in_and_drops_stale_ones(tmp_path):
+    models, staging = tmp_path / "models", tmp_path / "staging"
+    models.mkdir()
+    staging.mkdir()
+    (models / "model.keras").write_text("old keras")
+    (models / "emotune.onnx").write_text("old onnx")
+    (models / "README.txt").write_text("not ours: kept")
+    (staging / "emotune.onnx").write_text("new onnx")
+    (staging / "model_card.json").write_text("{}")
+    registry.publish(staging, models)
+    assert sorted(p.name for p in models.iterdir()) == ["README.txt", "emotune.onnx", "model_card.json"]
+    assert (models / "emotune.onnx").read_text() == "new onnx"
+    assert not list(staging.iterdir())
