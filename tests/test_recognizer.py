@@ -157,7 +157,12 @@ def test_missing_model_says_how_to_get_one(tmp_path):
 
 
 def test_locate_model_precedence(monkeypatch, tmp_path):
+    from emotune.config import REPO_ROOT
+
     monkeypatch.delenv("EMOTUNE_MODEL_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no models/ here: the checkout's is meant
+    assert locate_model(None, "models", None) == (REPO_ROOT / "models", "bundled")
+    (tmp_path / "models").mkdir()
     assert locate_model(None, "models", None) == (Path("models"), "bundled")
     monkeypatch.setenv("EMOTUNE_MODEL_DIR", str(tmp_path))
     assert locate_model(None, "models", None) == (tmp_path, "EMOTUNE_MODEL_DIR")

@@ -149,7 +149,13 @@ def locate_model(
         stored = bentoml_store_path(bentoml_model)
         if stored is not None:
             return stored, f"bentoml:{bentoml_model}"
-    return Path(model_dir), "bundled"
+    bundled = Path(model_dir)
+    if not bundled.is_absolute() and not bundled.exists():
+        # models/ of the checkout (or of a built bento), wherever the command runs from
+        from emotune.config import REPO_ROOT
+
+        bundled = REPO_ROOT / bundled
+    return bundled, "bundled"
 
 
 @dataclass
