@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: env serve test lint params repro bench clean
+.PHONY: env serve test lint params repro bench bench-quick bench-peers clean
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
@@ -32,6 +32,22 @@ lint: env
 test: env  ## lint + the whole test suite (what CI runs)
 	$(RUN) ruff check .
 	$(RUN) pytest
+
+# The `fer` package, the peer the benchmarks compare against: outside the locked environment (its declared
+# dependencies pull torch, MTCNN, moviepy and a second OpenCV, none of which FER(mtcnn=False) uses), in
+# .bench-peers/ with the setuptools<81 that still has pkg_resources; benchmarks/peer.py adds it to sys.path.
+FER_PEER := fer==25.10.3
+.bench-peers/.installed:
+	$(UV) pip install --quiet --python .venv/bin/python --target .bench-peers --no-deps "$(FER_PEER)" "setuptools<81"
+	@touch $@
+
+bench-peers: env .bench-peers/.installed  ## install the `fer` peer for the benchmarks
+
+bench: bench-peers  ## the full benchmark (README "Benchmarks"): Markdown on stdout, JSON in bench-results/
+	$(RUN) python -m benchmarks.run --full
+
+bench-quick: bench-peers  ## the CI-sized benchmark (small training model, few repeats)
+	$(RUN) python -m benchmarks.run --quick
 
 clean:
 	rm -rf .venv artifacts .pytest_cache

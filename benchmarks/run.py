@@ -1,0 +1,604 @@
+"""One command, one report: where this project stands against the `fer` package on this machine.
+
+    make bench                      # full run (README "Benchmarks"); = python -m benchmarks.run --full
+    make bench-quick                # CI-sized: small training model, few repeats (checks code, not results)
+    python -m benchmarks.run --quick --only classifier,end_to_end --model-dir models
+
+Prints Markdown tables (one per figure, then the targets) and writes the same as JSON and Markdown to
+bench-results/ (git-ignored). Every figure is the median of repeated timed runs after a warm-up; every ratio
+compares numbers measured in the same run on the same inputs. The exit code is 1 when anything failed
+(a section raised, or the service answered a request with an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+import cv2
+import numpy as np
+
+from benchmarks import common
+from benchmarks.common import FULL, QUICK, Faces, Sizes, markdown_table, median, rates, ratio
+from benchmarks.peer import FerPeer, fer_boxes, load_fer
+from emotune.atomic import atomic_output
+
+SECTIONS = ("training", "classifier", "end_to_end", "service", "accuracy")
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    columns: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        parts = [f"### {self.title}", ""]
+        if self.error:
+            parts += [f"**FAILED**: `{self.error.strip().splitlines()[-1]}`", ""]
+        if self.rows:
+            parts += [markdown_table(self.columns, self.rows), ""]
+        parts += [f"- {note}" for note in self.notes]
+        return "\n".join(parts).rstrip() + "\n"
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    model_dir: Path
+    out: Path
+    faces: Faces
+    peer: FerPeer | None
+    peer_status: str
+    results: dict[str, Any] = field(default_factory=dict)  # figures later sections and the targets use
+
+    @cached_property
+    def serve_cfg(self) -> Any:
+        from emotune.config import compose
+
+        return compose().serve
+
+    def recognizer(self, file_name: str) -> Any | None:
+        """The bundled model through EmotionRecognizer with the service's settings (None: file absent)."""
+        from emotune.recognizer import EmotionRecognizer
+
+        path = self.model_dir / file_name
+        if not path.is_file():
+            return None
+        return EmotionRecognizer.from_config(self.serve_cfg, path, how="benchmark")
+
+    @cached_property
+    def onnx(self) -> Any:
+        from emotune.recognizer import ONNX_FILE
+
+        recognizer = self.recognizer(ONNX_FILE)
+        if recognizer is None:
+            raise FileNotFoundError(f"{self.model_dir / ONNX_FILE} is missing")
+        return recognizer
+
+    def peer_note(self) -> list[str]:
+        return [] if self.peer else [f"`fer` peer skipped: {self.peer_status}"]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- 1. training throughput ---------------------------------------------------------------------------------
+
+
+def training(ctx: Context) -> Section:
+    import keras
+
+    from emotune import datasets
+    from emotune.config import compose
+    from emotune.model import build_model
+    from emotune.training import precision_policy, training_model
+
+    class BatchEnds(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.times.append(time.perf_counter())
+
+    sizes = ctx.sizes
+    cfg = compose(list(sizes.train_model))
+    batch = int(cfg.train.batch_size)
+    warm, steps, runs = sizes.train_warmup_steps, sizes.train_steps_per_run, sizes.repeats
+    section = Section(
+        "training",
+        "1. Training throughput (training_model + tf.data input, augmentation included)",
+        ["precision", "model", "batch", "images/s", "vs float32"],
+    )
+    base = None
+    for precision in ("float32", "mixed_bfloat16"):
+        log(f"training: {cfg.model.name} {precision}")
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        with precision_policy(precision):
+            model = build_model(cfg.model, image_size=int(cfg.data.image_size))
+            trainer = training_model(model, cfg.train, steps_per_epoch=warm + runs * steps, seed=0)
+        data = datasets.make_dataset(
+            ctx.faces.x, ctx.faces.y, batch_size=batch, shuffle=True, seed=0, drop_remainder=True
+        ).repeat()
+        timer = BatchEnds()
+        trainer.fit(data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], verbose=0)
+        t = timer.times
+        per_run = [
+            batch * steps / (t[warm - 1 + (i + 1) * steps] - t[warm - 1 + i * steps]) for i in range(runs)
+        ]
+        value = median(per_run)
+        base = base or value
+        section.rows.append(
+            {
+                "precision": precision,
+                "model": f"{cfg.model.name} (width {cfg.model.width}, {model.count_params():,} parameters)",
+                "batch": batch,
+                "images/s": value,
+                "vs float32": value / base,
+                "runs": per_run,
+            }
+        )
+    ctx.results["training"] = {r["precision"]: r["images/s"] for r in section.rows}
+    recipe = "the default VGG19 recipe (conf/model/vgg19.yaml)" if not sizes.train_model else "a SMALL model"
+    section.notes.append(
+        f"{recipe}; {warm} warm-up steps, then {runs} runs of {steps} steps; inputs: {ctx.faces.source}"
+    )
+    return section
+
+
+# --- 2. classifier throughput -------------------------------------------------------------------------------
+
+
+def _mb(path: Path) -> float | None:
+    return path.stat().st_size / 1e6 if path.is_file() else None
+
+
+def classifier(ctx: Context) -> Section:
+    from emotune.recognizer import KERAS_FILE, ONNX_FILE
+
+    sizes = ctx.sizes
+    crops64 = ctx.faces.x[:64]
+    singles = ctx.faces.x[: sizes.batch1_faces]
+    runtimes: list[tuple[str, Callable[[np.ndarray], Any], float | None]] = [
+        (
+            "emotune, onnxruntime (EmotionRecognizer, served)",
+            ctx.onnx.classify,
+            _mb(ctx.model_dir / ONNX_FILE),
+        )
+    ]
+    keras_rec = ctx.recognizer(KERAS_FILE)
+    if keras_rec is not None:
+        runtimes.append(("emotune, Keras (model.keras)", keras_rec.classify, _mb(ctx.model_dir / KERAS_FILE)))
+    if ctx.peer:
+        data = Path(sys.modules["fer"].__file__).parent / "data"
+        runtimes += [
+            (
+                "fer, TFLite int8 (as FER() runs it)",
+                ctx.peer.classify_tflite,
+                _mb(data / "emotion_model_quantized.tflite"),
+            ),
+            ("fer, Keras mini-Xception (.hdf5)", ctx.peer.classify_keras, _mb(data / "emotion_model.hdf5")),
+        ]
+    section = Section(
+        "classifier",
+        "2. Classifier throughput (the same 48x48 FER2013 crops; faces/s)",
+        ["runtime", "model MB", "batch 1", "batch 64", "batch 1 vs fer", "batch 64 vs fer"],
+    )
+    for name, classify, mb in runtimes:
+        log(f"classifier: {name}")
+        one = rates(lambda c=classify: [c(f[None]) for f in singles], len(singles), sizes.repeats)
+        many = rates(
+            lambda c=classify: [c(crops64) for _ in range(sizes.batch64_calls)],
+            64 * sizes.batch64_calls,
+            sizes.repeats,
+        )
+        section.rows.append(
+            {
+                "runtime": name,
+                "model MB": mb,
+                "batch 1": median(one),
+                "batch 64": median(many),
+                "runs": [one, many],
+            }
+        )
+    fer = next((r for r in section.rows if r["runtime"].startswith("fer, TFLite")), None)
+    for row in section.rows:
+        row["batch 1 vs fer"] = ratio(row["batch 1"], fer and fer["batch 1"])
+        row["batch 64 vs fer"] = ratio(row["batch 64"], fer and fer["batch 64"])
+    section.notes += [
+        "emotune rows include its preprocessing (crop validation, float conversion); fer rows include fer's "
+        "(resize to 64x64, scaling to [-1, 1]). Ratios are against fer's TFLite path, the one FER() uses.",
+        f"batch 1: {len(singles)} faces one call each; batch 64: {sizes.batch64_calls} calls of 64 faces; "
+        f"median of {sizes.repeats} runs",
+        *ctx.peer_note(),
+    ]
+    return section
+
+
+# --- 3. end-to-end frame rate -------------------------------------------------------------------------------
+
+
+def end_to_end(ctx: Context) -> Section:
+    sizes = ctx.sizes
+    rec = ctx.onnx
+    section = Section(
+        "end_to_end",
+        "3. End-to-end frame rate (640x480 frames: detect + classify every face)",
+        ["pipeline", "faces/frame", "frames/s", "vs fer", "recall", "false detections"],
+    )
+    ctx.results["end_to_end"] = {}
+    detect = ctx.peer.detect_emotions if ctx.peer else None
+    for per_frame in (1, 3):
+        frames, truth = common.make_scenes(ctx.faces.x, sizes.frames, per_frame, seed=per_frame)
+        bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]  # fer's input convention (OpenCV BGR)
+        log(f"end-to-end: {per_frame} face(s) per frame, emotune")
+        ours = {
+            "pipeline": "emotune (Haar + onnxruntime)",
+            "faces/frame": per_frame,
+            "frames/s": median(
+                rates(lambda fs=frames: [rec.analyze(f) for f in fs], len(frames), sizes.repeats)
+            ),
+            **common.match(truth, [[face.box for face in rec.analyze(f).faces] for f in frames]),
+        }
+        rows = [ours]
+        if detect is not None:
+            log(f"end-to-end: {per_frame} face(s) per frame, fer")
+            rows.append(
+                {
+                    "pipeline": "fer.FER(mtcnn=False).detect_emotions",
+                    "faces/frame": per_frame,
+                    "frames/s": median(
+                        rates(lambda bs=bgr: [detect(b) for b in bs], len(bgr), sizes.repeats)
+                    ),
+                    **common.match(truth, [fer_boxes(detect(b)) for b in bgr]),
+                }
+            )
+        for row in rows:
+            row["vs fer"] = ratio(row["frames/s"], rows[1]["frames/s"] if len(rows) > 1 else None)
+        section.rows += rows
+        ctx.results["end_to_end"][per_frame] = rows
+        if per_frame == 1:
+            ctx.results["analyze_frame"] = next(
+                (f for f in frames if len(rec.analyze(f).faces) == 1), frames[0]
+            )
+    section.notes += [
+        f"{sizes.frames} frames per row, median of {sizes.repeats} passes; {common.face_size_note()}; "
+        f"faces: {ctx.faces.source}",
+        "recall: true faces with a detection of IoU >= 0.3; both use OpenCV's Haar cascade with their own "
+        "settings (emotune: half-size frame, min face 40 px; fer: full size, min face 50 px)",
+        *ctx.peer_note(),
+    ]
+    return section
+
+
+# --- 4. + 6. the service under load, and its memory ---------------------------------------------------------
+
+
+def service(ctx: Context) -> list[Section]:
+    from PIL import Image
+
+    from benchmarks import service_load
+
+    sizes = ctx.sizes
+    frame = ctx.results.get("analyze_frame")
+    if frame is None:
+        frames, _ = common.make_scenes(ctx.faces.x, 1, 1, seed=1)
+        frame = frames[0]
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    faces_in_frame = len(ctx.onnx.analyze(frame).faces)
+    workloads = [
+        (service_load.analyze_workload(buf.getvalue(), faces_in_frame, clients=10), sizes.service_requests),
+        (service_load.classify_workload(ctx.faces.x[:1], clients=10), sizes.service_requests),
+        (service_load.classify_workload(ctx.faces.x[:64], clients=2), max(8, sizes.service_requests // 4)),
+    ]
+    load = Section(
+        "service",
+        "4. Service under load (`bentoml serve` on 127.0.0.1, asyncio httpx client on the same machine)",
+        [
+            *("batching", "endpoint", "clients", "faces/request", "requests", "errors"),
+            *("requests/s", "faces/s", "p50 ms", "p95 ms", "p99 ms"),
+        ],
+    )
+    memory = Section(
+        "memory",
+        "6. Service memory (peak resident set, VmHWM, of the `bentoml serve` process tree after the load)",
+        ["batching", "processes", "largest process MiB", "sum over processes MiB", "ready after s"],
+    )
+    ctx.results["service"] = []
+    for batching in sizes.batching_modes:
+        mode = "on" if batching else "off"
+        log(f"service: starting bentoml serve, adaptive batching {mode}")
+        with service_load.serving(ctx.model_dir, batching, ctx.out / "logs") as server:
+            for work, requests in workloads:
+                log(
+                    f"service: {work.path} x{work.faces_per_request}, {work.clients} clients, batching {mode}"
+                )
+                result = service_load.load(server.url, work, sizes.repeats, requests, sizes.service_seconds)
+                row = {"batching": mode, **result}
+                load.rows.append(
+                    row
+                    | {
+                        "endpoint": f"{work.path}",
+                        "faces/request": work.faces_per_request,
+                        "requests/s": result["requests_per_s"],
+                        "faces/s": result["faces_per_s"],
+                        "p50 ms": result["p50_ms"],
+                        "p95 ms": result["p95_ms"],
+                        "p99 ms": result["p99_ms"],
+                    }
+                )
+                ctx.results["service"].append(row)
+            mem = server.memory()
+            memory.rows.append(
+                {
+                    "batching": mode,
+                    "processes": mem["processes"],
+                    "largest process MiB": mem["peak_rss_largest_mib"],
+                    "sum over processes MiB": mem["peak_rss_sum_mib"],
+                    "ready after s": server.started_s,
+                    **mem,
+                }
+            )
+    load.notes += [
+        f"each row: a warm-up, then {sizes.repeats} runs of at most {sizes.service_requests} requests "
+        f"(a quarter of that for 64-face requests) or {sizes.service_seconds:.0f} s; requests/s and faces/s "
+        "are medians over the runs, latency percentiles pool every timed request",
+        f"/analyze: one 640x480 JPEG with {faces_in_frame} face(s) (multipart upload), music recommendations "
+        "included; /classify: JSON of 48x48 grey crops. Adaptive batching applies to /classify only "
+        "(serve.adaptive_batching)",
+        "the client shares the CPU with the server: on 2 cores its own work lowers the server's numbers",
+    ]
+    memory.notes.append("sum over processes over-counts memory the processes share (libraries)")
+    return [load, memory]
+
+
+# --- 5. accuracy --------------------------------------------------------------------------------------------
+
+
+def accuracy(ctx: Context) -> Section:
+    from sklearn.metrics import f1_score
+
+    section = Section(
+        "accuracy",
+        "5. Accuracy next to speed (FER2013 PublicTest, the same rows for every model)",
+        ["model", "rows", "accuracy", "macro F1"],
+    )
+    if not ctx.faces.real:
+        section.notes.append(f"skipped: no FER2013 data ({ctx.faces.source})")
+        return section
+    n = ctx.sizes.accuracy_rows or len(ctx.faces.x)
+    x, y = ctx.faces.x[:n], ctx.faces.y[:n]
+    models: list[tuple[str, Callable[[np.ndarray], Any]]] = [
+        ("emotune (bundled model, ONNX)", ctx.onnx.classify)
+    ]
+    if ctx.peer:
+        models += [
+            ("fer, TFLite int8 (as FER() runs it)", ctx.peer.classify_tflite),
+            ("fer, Keras mini-Xception (.hdf5)", ctx.peer.classify_keras),
+        ]
+    for name, classify in models:
+        log(f"accuracy: {name}")
+        pred = np.concatenate([np.asarray(classify(x[i : i + 256])) for i in range(0, len(x), 256)]).argmax(1)
+        section.rows.append(
+            {
+                "model": name,
+                "rows": len(y),
+                "accuracy": float((pred == y).mean()),
+                "macro F1": float(f1_score(y, pred, average="macro")),
+            }
+        )
+    card = (
+        json.loads((ctx.model_dir / "model_card.json").read_text())
+        if (ctx.model_dir / "model_card.json").is_file()
+        else {}
+    )
+    section.notes += [
+        f"{ctx.faces.source}, first {len(y)} rows",
+        "PublicTest is this project's validation split (it chose the best epoch), and fer's model may have "
+        "seen it too: the held-out PrivateTest figure is in the model card"
+        + (
+            f" (test accuracy {card['metrics']['test'].get('test_accuracy')})"
+            if card.get("metrics", {}).get("test")
+            else ""
+        ),
+        *ctx.peer_note(),
+    ]
+    ctx.results["accuracy"] = {r["model"]: r["accuracy"] for r in section.rows}
+    return section
+
+
+# --- targets, report ----------------------------------------------------------------------------------------
+
+
+def targets(ctx: Context, errors: int) -> Section:
+    section = Section(
+        "targets", "Targets (issue 8; ratios from this run)", ["target", "goal", "measured", "met"]
+    )
+    e2e = ctx.results.get("end_to_end", {})
+
+    def add(name: str, goal: str, value: float | None, ok: bool | None) -> None:
+        section.rows.append({"target": name, "goal": goal, "measured": value, "met": ok})
+
+    if 1 in e2e:
+        ours = e2e[1][0]
+        add("end-to-end frames/s, 1 face", ">= 30", ours["frames/s"], ours["frames/s"] >= 30)
+        for n in (1, 3):
+            rows = e2e.get(n, [])
+            if len(rows) > 1:
+                r = rows[0]["vs fer"]
+                add(f"end-to-end vs fer, {n} face(s)", ">= 1 (goal 2)", r, r >= 1)
+        if len(e2e[1]) > 1:
+            ours_found = sum(e2e[n][0]["found"] for n in e2e)
+            fer_found = sum(e2e[n][1]["found"] for n in e2e)
+            total = sum(e2e[n][0]["faces"] for n in e2e)
+            add(
+                "face-detection recall, emotune",
+                f">= fer's ({fer_found / total:.2f})",
+                ours_found / total,
+                ours_found >= fer_found,
+            )
+    for row in ctx.results.get("service", []):
+        if row["batching"] == "on" and row["endpoint"] == "/classify" and row["faces_per_request"] == 64:
+            add(
+                "/classify faces/s (64 per request, batching on)",
+                ">= 500",
+                row["faces_per_s"],
+                (row["faces_per_s"] or 0) >= 500,
+            )
+        if row["batching"] == "on" and row["endpoint"] == "/analyze":
+            add("/analyze p99 ms, 10 clients", "< 100", row["p99_ms"], (row["p99_ms"] or 1e9) < 100)
+    add("errors (failed sections + failed requests)", "0", errors, errors == 0)
+    return section
+
+
+def render(report: dict[str, Any], sections: list[Section]) -> str:
+    m = report["machine"]
+    lines = [
+        f"## Benchmarks ({report['mode']} mode, {report['finished']})",
+        "",
+        f"Machine: {common.describe(m)}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in {**m["versions"], "fer": report.get("fer_version")}.items() if v)
+        + ".",
+        f"Model: {report['model']}.",
+        "",
+    ]
+    if report["mode"] == "quick":
+        lines += [
+            "**Quick mode: a small training model and few repeats; it checks the code, not a result.**",
+            "",
+        ]
+    if report["busy"]:
+        lines += [
+            f"**The CPU was busy at the start (load average {m['load_average_at_start'][0]}): "
+            "these numbers are not comparable.**",
+            "",
+        ]
+    lines += [s.markdown() for s in sections]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CI-sized run (small training model, few repeats)")
+    mode.add_argument("--full", action="store_true", help="the full run (default)")
+    parser.add_argument(
+        "--model-dir", type=Path, default=common.REPO / "models", help="the bundled model (models/)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=common.REPO / "bench-results", help="where JSON/Markdown go"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip the fer package even when installed")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; expected {', '.join(SECTIONS)}")
+
+    from emotune.recognizer import model_file
+
+    try:
+        model_path = model_file(args.model_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    m = common.machine()
+    log(f"{sizes.name} run on {common.describe(m)}; model {model_path}")
+    faces = common.load_faces(args.out / "cache")
+    peer, peer_status = (None, "--no-peer") if args.no_peer else load_fer()
+    log(f"faces: {faces.source}; fer peer: {peer_status}")
+    ctx = Context(sizes, args.model_dir, args.out, faces, peer, peer_status)
+
+    runners: dict[str, Callable[[Context], Section | list[Section]]] = {
+        "training": training,
+        "classifier": classifier,
+        "end_to_end": end_to_end,
+        "service": service,
+        "accuracy": accuracy,
+    }
+    sections: list[Section] = []
+    for name in SECTIONS:  # fixed order: the service reuses a frame from the end-to-end section
+        if name not in only:
+            continue
+        t0 = time.perf_counter()
+        try:
+            made = runners[name](ctx)
+        except Exception:
+            made = Section(name, name, error=traceback.format_exc())
+            log(f"{name} FAILED:\n{made.error}")
+        for section in made if isinstance(made, list) else [made]:
+            section.seconds = time.perf_counter() - t0
+            sections.append(section)
+    order = ["training", "classifier", "end_to_end", "service", "accuracy", "memory"]  # figures 1..6
+    sections.sort(key=lambda s: order.index(s.id) if s.id in order else len(order))
+    errors = sum(1 for s in sections if s.error) + sum(r["errors"] for r in ctx.results.get("service", []))
+    sections.append(targets(ctx, errors))
+
+    finished = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    report = {
+        "mode": sizes.name,
+        "finished": finished.isoformat(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": m,
+        "busy": m["load_average_at_start"][0] > 0.5 * (m["cores"] or 1),
+        "model": f"{model_path} ({model_path.stat().st_size / 1e6:.1f} MB)",
+        "faces": faces.source,
+        "fer": peer_status,
+        "fer_version": peer.version if peer else None,
+        "sizes": asdict(sizes),
+        "errors": errors,
+        "sections": [asdict(s) for s in sections],
+    }
+    text = render(report, sections)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = finished.strftime("%Y%m%dT%H%M%SZ")
+    as_json = json.dumps(report, indent=2, default=_jsonable)
+    for name, content in (
+        (f"{sizes.name}-{stamp}.json", as_json),
+        (f"latest-{sizes.name}.json", as_json),
+        (f"latest-{sizes.name}.md", text),
+    ):
+        with atomic_output(args.out / name) as tmp:
+            tmp.write_text(content + "\n")
+    print(text)
+    log(f"done in {report['seconds']} s, {errors} error(s); JSON: {args.out / f'latest-{sizes.name}.json'}")
+    return 0 if errors == 0 else 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

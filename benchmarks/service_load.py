@@ -1,0 +1,208 @@
+"""The service under load: a real `bentoml serve` on 127.0.0.1, a small asyncio client (httpx), its memory.
+
+Every request goes to 127.0.0.1 only; each run is bounded both in requests and in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.common import REPO
+
+READY_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    started_s: float  # seconds until /readyz answered 200
+    log: Path
+
+    def tree(self) -> list[int]:
+        """The server's process and all its descendants (BentoML runs the service in worker processes)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root.pid, *(p.pid for p in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def memory(self) -> dict[str, Any]:
+        """Peak resident memory (VmHWM) of each process of the tree, in MiB: the largest and their sum."""
+        peaks = {}
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks[pid] = int(line.split()[1]) / 1024
+        return {
+            "processes": len(peaks),
+            "peak_rss_largest_mib": max(peaks.values(), default=None),
+            "peak_rss_sum_mib": sum(peaks.values()) if peaks else None,
+        }
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, adaptive_batching: bool, log_dir: Path) -> Iterator[Server]:
+    """`bentoml serve` of this repository's service with the model in `model_dir` (EMOTUNE_MODEL_DIR) and
+    adaptive batching of /classify on or off (serve.adaptive_batching), in a BentoML home of its own."""
+    port = free_port()
+    log = log_dir / f"bentoml-serve-batching-{'on' if adaptive_batching else 'off'}.log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    home = tempfile.mkdtemp(prefix="emotune-bench-bentoml-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
+    env.update(
+        BENTOML_HOME=home,
+        BENTOML_DO_NOT_TRACK="true",
+        GRADIO_ANALYTICS_ENABLED="False",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()),
+        EMOTUNE_OVERRIDES=f"serve.adaptive_batching={str(adaptive_batching).lower()}",
+    )
+    command = [sys.executable, "-m", "bentoml", "serve", "service:Emotune", "--host", "127.0.0.1"]
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped whole, workers included
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() - start > READY_TIMEOUT_S:
+                raise TimeoutError(
+                    f"bentoml serve not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
+                )
+            time.sleep(0.25)
+        yield Server(url, proc, time.monotonic() - start, log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    clients: int
+    faces_per_request: int
+    body: dict[str, Any] = field(repr=False)  # httpx request arguments: content/files and headers
+
+
+def analyze_workload(jpeg: bytes, faces: int, clients: int = 10) -> Workload:
+    return Workload(
+        "analyze", "/analyze", clients, faces, {"files": {"image": ("frame.jpg", jpeg, "image/jpeg")}}
+    )
+
+
+def classify_workload(crops: np.ndarray, clients: int) -> Workload:
+    import json
+
+    body = json.dumps({"crops": crops.astype(int).tolist()}, separators=(",", ":")).encode()
+    return Workload(
+        "classify",
+        "/classify",
+        clients,
+        len(crops),
+        {"content": body, "headers": {"content-type": "application/json"}},
+    )
+
+
+@dataclass
+class RunResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    error_samples: list[str]
+
+
+async def _run(url: str, work: Workload, requests: int, seconds: float) -> RunResult:
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=work.clients, max_keepalive_connections=work.clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal issued
+            while issued < requests and time.monotonic() < deadline:
+                issued += 1
+                start = time.perf_counter()
+                try:
+                    response = await client.post(work.path, **work.body)
+                    ok = response.status_code == 200
+                    why = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as err:
+                    ok, why = False, f"{type(err).__name__}: {err}"
+                latencies.append(1000 * (time.perf_counter() - start))
+                if not ok:
+                    errors.append(why)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(work.clients)))
+        elapsed = time.perf_counter() - start
+    return RunResult(len(latencies), len(errors), elapsed, latencies, errors[:3])
+
+
+def load(url: str, work: Workload, runs: int, requests: int, seconds: float) -> dict[str, Any]:
+    """A warm-up run, then `runs` timed runs of at most `requests` requests or `seconds` seconds each:
+    requests/s and faces/s (medians over the runs), latency percentiles over every timed request, errors."""
+    warm = asyncio.run(_run(url, work, max(2 * work.clients, 4), seconds))
+    results = [asyncio.run(_run(url, work, requests, seconds)) for _ in range(runs)]
+    latencies = np.concatenate([r.latencies_ms for r in results]) if results else np.zeros(0)
+    per_s = [r.requests / r.seconds for r in results if r.seconds > 0]
+    errors = warm.errors + sum(r.errors for r in results)
+    return {
+        "endpoint": work.path,
+        "clients": work.clients,
+        "faces_per_request": work.faces_per_request,
+        "requests": int(sum(r.requests for r in results)),
+        "errors": int(errors),
+        "error_samples": (warm.error_samples + [s for r in results for s in r.error_samples])[:3],
+        "requests_per_s": float(np.median(per_s)) if per_s else None,
+        "faces_per_s": float(np.median(per_s)) * work.faces_per_request if per_s else None,
+        "runs_requests_per_s": [round(v, 2) for v in per_s],
+        **{f"p{q}_ms": float(np.percentile(latencies, q)) if len(latencies) else None for q in (50, 95, 99)},
+    }

@@ -1,0 +1,127 @@
+"""The benchmarks: their pieces (scenes, detection matching, tables) and one real quick run of the whole
+command (a tiny exported model, a real `bentoml serve`), checked for structure, positive figures, no errors.
+Timings themselves are not asserted: they depend on the machine and on what else runs on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serving_helpers import tiny_model_dir
+
+from benchmarks import common
+from benchmarks.peer import PEER_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_scenes_place_each_face_whole_inside_the_frame_without_overlap() -> None:
+    faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    frames, truth = common.make_scenes(faces, frames=4, per_frame=3, seed=1)
+    assert len(frames) == len(truth) == 4
+    for frame, boxes in zip(frames, truth, strict=True):
+        assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
+        assert len(boxes) == 3
+        for i, (x, y, w, h) in enumerate(boxes):
+            assert 110 <= w == h <= 160 and x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480
+            patch = frame[y : y + h, x : x + w]
+            assert (patch[..., 0] == patch[..., 1]).all()  # the grey face, not the colour background
+            assert all(common.iou(boxes[i], other) == 0 for other in boxes[i + 1 :])
+
+
+def test_match_counts_found_faces_missed_faces_and_false_detections() -> None:
+    truth = [[(0, 0, 100, 100), (200, 0, 100, 100)], [(0, 0, 50, 50)]]
+    found = [[(10, 10, 100, 100), (400, 400, 30, 30)], []]  # one hit, one false detection; a missed face
+    assert common.match(truth, found) == {"faces": 3, "found": 1, "recall": 1 / 3, "false detections": 1}
+    # one detection cannot count for two faces
+    assert common.match([[(0, 0, 100, 100), (5, 5, 100, 100)]], [[(0, 0, 100, 100)]])["found"] == 1
+
+
+def test_markdown_table_formats_numbers_and_missing_values() -> None:
+    table = common.markdown_table(["a", "b"], [{"a": 1234.5, "b": None}, {"a": 0.123, "b": True}])
+    assert table.splitlines() == ["| a | b |", "| --- | --- |", "| 1,234 | — |", "| 0.12 | yes |"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    from benchmarks.run import main
+
+    assert main(["--quick", "--model-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "no model in" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> None:
+    model_dir = tiny_model_dir(tmp_path_factory)
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--model-dir", str(model_dir), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "latest-quick.json").read_text())
+    assert (out / "latest-quick.md").read_text().strip() == proc.stdout.strip()
+    assert report["mode"] == "quick" and report["errors"] == 0
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    sections = {s["id"]: s for s in report["sections"]}
+    assert list(sections) == [
+        "training",
+        "classifier",
+        "end_to_end",
+        "service",
+        "memory",
+        "accuracy",
+        "targets",
+    ]
+    assert all(s["error"] is None for s in sections.values())
+    for s in sections.values():  # the Markdown shows every section with its table
+        assert f"### {s['title']}" in proc.stdout
+        if s["rows"]:
+            assert "| " + " | ".join(s["columns"]) + " |" in proc.stdout
+
+    assert [r["precision"] for r in sections["training"]["rows"]] == ["float32", "mixed_bfloat16"]
+    assert all(r["images/s"] > 0 for r in sections["training"]["rows"])
+
+    with_peer = (PEER_DIR / "fer").is_dir()
+    classifier = sections["classifier"]["rows"]
+    assert classifier[0]["runtime"].startswith("emotune, onnxruntime")
+    assert all(r["batch 1"] > 0 and r["batch 64"] > 0 for r in classifier)
+    assert any(r["runtime"].startswith("fer,") for r in classifier) == with_peer
+    if not with_peer:
+        assert "`fer` peer skipped" in proc.stdout
+
+    e2e = sections["end_to_end"]["rows"]
+    assert {r["faces/frame"] for r in e2e} == {1, 3}
+    assert all(r["frames/s"] > 0 and 0 <= r["recall"] <= 1 for r in e2e)
+    assert len(e2e) == (4 if with_peer else 2)
+
+    service = sections["service"]["rows"]
+    modes = ["on" if batching else "off" for batching in common.QUICK.batching_modes]
+    assert [
+        (r["batching"], r["endpoint"], r["faces_per_request"]) for r in service if r["endpoint"] != "/analyze"
+    ] == [(mode, "/classify", n) for mode in modes for n in (1, 64)]
+    assert [r["batching"] for r in service if r["endpoint"] == "/analyze"] == modes
+    for r in service:
+        assert r["errors"] == 0 and r["requests"] > 0
+        assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    memory = sections["memory"]["rows"]
+    assert [r["batching"] for r in memory] == modes
+    assert all(r["processes"] >= 1 and r["largest process MiB"] > 50 for r in memory)
+
+    accuracy = sections["accuracy"]
+    if (common.SHARED_DIR / common.FER2013_CSV).is_file():
+        assert all(0 <= r["accuracy"] <= 1 and r["rows"] == 256 for r in accuracy["rows"])
+        assert len(accuracy["rows"]) == (3 if with_peer else 1)
+    else:
+        assert not accuracy["rows"] and "skipped" in accuracy["notes"][0]
+
+    targets = {r["target"]: r for r in sections["targets"]["rows"]}
+    assert targets["errors (failed sections + failed requests)"]["met"] is True
+    assert targets["end-to-end frames/s, 1 face"]["measured"] > 0
