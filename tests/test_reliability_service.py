@@ -1,0 +1,444 @@
+"""The real service under what users and networks throw at it: schema-driven fuzzing (schemathesis), malformed
+and unusual images, wrong content types, oversized and endless bodies, a soak under concurrent load, the
+addresses it listens on, and a damaged model at start. One `bentoml serve` for the module (test_service's
+helpers start it); the figures it prints are the ones README "Reliability" reports."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
+from test_service import base_env, free_port, serving
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
+MAX_BYTES, MAX_PIXELS = 1_000_000, 4_000_000
+BODY_LIMIT = MAX_BYTES + 2_000_000  # emotune.service.MAX_BODY_BYTES for these settings
+LIMITS = f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS}"
+FUZZ_EXAMPLES = int(os.environ.get("EMOTUNE_FUZZ_EXAMPLES", "50"))  # per API operation
+SOAK_SECONDS = float(os.environ.get("EMOTUNE_SOAK_SECONDS", "20"))
+SOAK_CLIENTS = int(os.environ.get("EMOTUNE_SOAK_CLIENTS", "8"))
+
+
+class Server:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        self.root = next(
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "serve" in (p.info["cmdline"] or []) and str(self.port) in (p.info["cmdline"] or [])
+        )
+
+    def processes(self) -> list[psutil.Process]:
+        return [self.root, *self.root.children(recursive=True)]
+
+    def rss(self) -> int:
+        total = 0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += proc.memory_info().rss
+        return total
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("reliability")
+    env = base_env(
+        tmp / "bentoml",
+        EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
+        EMOTUNE_OVERRIDES=LIMITS,
+        EMOTUNE_THREADS="4",
+    )
+    with serving("service:Emotune", env, tmp / "server.log") as url:
+        yield Server(url)
+    log = (tmp / "server.log").read_text()
+    assert " (status=5" not in log, "the server answered 5xx (see its log)"
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def analyze(client: httpx.Client, data: bytes, name: str = "image", mime: str = "application/octet-stream"):
+    return client.post("/analyze", files={"image": (name, data, mime)})
+
+
+def assert_json_error(response: httpx.Response, status: int, words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    message = response.json()["error"]
+    assert words.lower() in message.lower(), message
+
+
+# --- schema-driven fuzzing -------------------------------------------------------------------------------
+
+
+def test_fuzz_every_operation_of_the_openapi_schema(server, tmp_path):
+    """schemathesis: examples, coverage (boundary and malformed requests) and fuzzing phases; no 5xx, every
+    error JSON with a message, 405 for methods an operation does not have."""
+    report = tmp_path / "schemathesis.json"
+    command = [
+        *(str(Path(sys.executable).parent / "st"), "run", f"{server.url}/docs.json"),
+        *("--checks", "not_a_server_error,unsupported_method,error_is_json_with_message"),
+        *("--max-examples", str(FUZZ_EXAMPLES), "--request-timeout", "30", "--no-color"),
+        *("--generation-database", "none", "--report", "json", "--report-json-path", str(report)),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "SCHEMATHESIS_HOOKS": "reliability_st_hooks"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    cases = result["test_cases"]
+    print(f"\nschemathesis: {cases['generated']} cases over {result['operations']['tested']} operations")
+    assert result["failures"] == [] and result["errors"] == [] and cases["errored"] == 0
+    assert result["operations"]["tested"] >= 5
+    assert cases["generated"] >= 100  # the run really exercised the API
+
+
+# --- images ----------------------------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels in a few dozen bytes: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def save(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+PHOTO = photo_rgb()  # 512x600, one face (Grace Hopper)
+
+
+def rotated_with_exif(orientation: int) -> bytes:
+    """The photo stored sideways/upside down with the EXIF orientation that displays it upright."""
+    turn = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return save(Image.fromarray(PHOTO).transpose(turn[orientation]), "JPEG", quality=92, exif=exif.tobytes())
+
+
+def animated_gif(*frames: np.ndarray) -> bytes:
+    first, *rest = [Image.fromarray(f) for f in frames]
+    return save(first, "GIF", save_all=True, append_images=rest, duration=100, loop=0)
+
+
+BLANK = np.full_like(PHOTO, 90)
+REFUSED = {
+    "zero bytes": (b"", 400, "empty"),
+    "truncated PNG": (encode(PHOTO)[:20_000], 400, "corrupt"),
+    "truncated JPEG": (encode(PHOTO, "JPEG")[:8_000], 400, "corrupt"),
+    "PNG cut after its header": (encode(PHOTO)[:100], 400, "corrupt"),
+    "bomb: 60000x60000 header": (png_header(60_000, 60_000), 413, "pixels"),
+    "over the configured pixel limit": (png_header(2_500, 2_000), 413, "pixels"),
+    "PDF": (b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n", 415, "not an image"),
+    "SVG": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 415, "not an image"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_unusable_images_get_a_quick_4xx(client, case):
+    data, status, words = REFUSED[case]
+    start = time.perf_counter()
+    response = analyze(client, data)
+    assert time.perf_counter() - start < 2.0  # refused from the header: no pixel is decoded
+    assert_json_error(response, status, words)
+
+
+ACCEPTED = {
+    "animated GIF: the first frame is analysed": (animated_gif(PHOTO, BLANK), 1),
+    "animated GIF with a blank first frame": (animated_gif(BLANK, PHOTO), 0),
+    "16-bit grey PNG": (save(Image.fromarray(PHOTO.mean(2).astype(np.uint16) * 257), "PNG"), 1),
+    "CMYK JPEG": (save(Image.fromarray(PHOTO).convert("CMYK"), "JPEG", quality=92), 1),
+    "palette PNG": (save(Image.fromarray(PHOTO).convert("P"), "PNG"), 1),
+    "RGBA PNG": (save(Image.fromarray(PHOTO).convert("RGBA"), "PNG"), 1),
+    "WebP": (save(Image.fromarray(PHOTO), "WEBP", quality=90), 1),
+    "EXIF orientation 3 (upside down)": (rotated_with_exif(3), 1),
+    "EXIF orientation 6 (sideways)": (rotated_with_exif(6), 1),
+    "EXIF orientation 8 (sideways)": (rotated_with_exif(8), 1),
+}
+
+
+@pytest.fixture(scope="module")
+def upright_box(client) -> list[int]:
+    (face,) = analyze(client, encode(PHOTO)).json()["faces"]
+    return face["box"]
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_unusual_but_valid_images_are_analysed_as_displayed(client, upright_box, case):
+    data, faces = ACCEPTED[case]
+    response = analyze(client, data, "photo")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["num_faces"] == faces
+    assert result["image"] == {"width": 512, "height": 600}  # EXIF rotation applied: upright size
+    if faces:  # found where it is in the upright photo
+        assert np.abs(np.subtract(result["faces"][0]["box"], upright_box)).max() <= 20
+
+
+# --- requests of the wrong shape -------------------------------------------------------------------------
+
+PNG_FACE = encode(PHOTO)
+BOUNDARY = "x1y2z3"
+
+
+def multipart(*parts: bytes) -> bytes:
+    return (
+        b"".join(b"--" + BOUNDARY.encode() + b"\r\n" + p + b"\r\n" for p in parts)
+        + f"--{BOUNDARY}--\r\n".encode()
+    )
+
+
+WRONG_SHAPE = {
+    "JSON instead of an upload": ({"json": {"image": "face.jpg"}}, "validation"),
+    "image as a text field (would be fetched as a URL)": (
+        {"files": {"image": (None, "http://203.0.113.1/face.jpg")}},
+        "file upload",
+    ),
+    "urlencoded form": ({"data": {"image": "abc"}}, "file upload"),
+    "multipart without a boundary": (
+        {"content": b"--\r\n", "headers": {"content-type": "multipart/form-data"}},
+        "boundary",
+    ),
+    "multipart that does not parse": (
+        {"content": b"garbage", "headers": {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}},
+        "malformed",
+    ),
+    "unterminated multipart": (
+        {
+            "content": b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="image"',
+            "headers": {"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        },
+        "validation",  # parsed as a form without the image: BentoML's "Field required" for `image`
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_SHAPE))
+def test_wrong_content_types_get_a_400_json_error(client, case):
+    request, words = WRONG_SHAPE[case]
+    assert_json_error(client.post("/analyze", **request), 400, words)
+
+
+def test_the_declared_part_type_is_not_trusted_the_bytes_are(client):
+    # A PNG labelled text/plain is analysed; text labelled image/png is refused as not an image.
+    assert analyze(client, PNG_FACE, "face.txt", "text/plain").json()["num_faces"] == 1
+    assert_json_error(analyze(client, b"just text", "face.png", "image/png"), 415, "not an image")
+
+
+def test_routing_errors_are_json_too(client):
+    assert_json_error(client.get("/no/such/page"), 404, "not found")
+    response = client.get("/analyze")
+    assert_json_error(response, 405, "method not allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def raw_http(server: Server, head: str, body_chunks: Iterable[bytes] = (), timeout: float = 10) -> bytes:
+    """Send a request by hand: the head, then body chunks until the server answers; return the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(head.encode())
+        with contextlib.suppress(OSError):  # the server may answer and close while we still send
+            for chunk in body_chunks:
+                if select.select([sock], [], [], 0)[0]:  # an answer already: stop sending
+                    break
+                sock.sendall(chunk)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while not complete(answer):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        return answer
+
+
+def complete(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    lengths = [
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    ]
+    return bool(sep) and bool(lengths) and len(body) >= lengths[0]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(server):
+    start = time.perf_counter()
+    head = (
+        "POST /analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {50 * BODY_LIMIT}\r\n\r\n"
+    )
+    answer = raw_http(server, head)  # not one byte of the body is sent
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"the limit is" in answer and time.perf_counter() - start < 3
+
+
+def test_a_chunked_body_without_length_is_cut_off_at_the_limit(server):
+    sent = 0
+
+    def endless() -> Iterator[bytes]:  # never sends the final chunk: only the limit can end this request
+        nonlocal sent
+        block = b"\0" * 65536
+        while sent < 20 * BODY_LIMIT:
+            sent += len(block)
+            yield f"{len(block):x}\r\n".encode() + block + b"\r\n"
+
+    head = (
+        "POST /analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    )
+    answer = raw_http(server, head, endless())
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"the limit" in answer
+    assert sent < 5 * BODY_LIMIT  # refused while the body was still coming (socket buffers allow some slack)
+
+
+def test_the_server_still_answers_after_the_abuse(client):
+    assert client.get("/readyz").status_code == 200
+    assert analyze(client, PNG_FACE).json()["num_faces"] == 1
+
+
+# --- where it listens ------------------------------------------------------------------------------------
+
+
+def test_listens_on_localhost_only_by_default(server):
+    """conf/serve host 127.0.0.1: every listening socket of the server's processes is on the loopback."""
+    pids = {p.pid for p in server.processes()}
+    listening = [
+        c.laddr
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    assert any(addr.port == server.port for addr in listening), listening
+    assert {addr.ip for addr in listening} <= {"127.0.0.1", "::1"}, listening
+
+
+# --- soak ------------------------------------------------------------------------------------------------
+
+
+def test_soak_concurrent_load_without_errors_or_memory_growth(server):
+    """SOAK_CLIENTS threads for SOAK_SECONDS (EMOTUNE_SOAK_SECONDS, default 20) mixing every endpoint and bad
+    uploads; zero unexpected answers, and the server's memory (RSS of all its processes) stays flat."""
+    frame = encode(paste(fer_like_face(), scale=3)[0])
+    crops = np.random.default_rng(5).integers(0, 256, (4, 48, 48), dtype=np.uint8).tolist()
+    requests = [
+        ("analyze", 200, lambda c: analyze(c, frame)),
+        ("classify", 200, lambda c: c.post("/classify", json={"crops": crops})),
+        ("recommend", 200, lambda c: c.post("/recommend", json={"mood": "sad", "k": 5})),
+        ("bad upload", 415, lambda c: analyze(c, b"not an image at all")),
+        ("health", 200, lambda c: c.get("/health")),
+    ]
+
+    def run(seconds: float, results: list, errors: list) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            deadline, i = time.monotonic() + seconds, threading.get_ident()
+            while time.monotonic() < deadline:
+                name, status, call = requests[i % len(requests)]
+                i += 1
+                start = time.perf_counter()
+                try:
+                    got = call(c).status_code
+                except httpx.HTTPError as err:
+                    got = repr(err)
+                results.append((name, time.perf_counter() - start))
+                if got != status:
+                    errors.append((name, got))
+
+    def load(seconds: float) -> tuple[list, list, list[int]]:
+        results, errors, rss = [], [], []
+        threads = [threading.Thread(target=run, args=(seconds, results, errors)) for _ in range(SOAK_CLIENTS)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            rss.append(server.rss())
+            time.sleep(0.5)
+        return results, errors, rss
+
+    load(3)  # warm-up: thread pools, onnxruntime arenas, first-use allocations
+    rss_start = server.rss()
+    results, errors, rss = load(SOAK_SECONDS)
+    rss_end = server.rss()
+    latencies = sorted(t for _, t in results)
+    mib = 1 / 2**20
+    print(
+        f"\nsoak: {SOAK_CLIENTS} clients x {SOAK_SECONDS:.0f} s: {len(results)} requests "
+        f"({len(results) / SOAK_SECONDS:.1f}/s; {dict(Counter(n for n, _ in results))}), "
+        f"{len(errors)} errors, "
+        f"latency p50 {1000 * statistics.median(latencies):.0f} ms p95 "
+        f"{1000 * latencies[int(0.95 * len(latencies))]:.0f} ms; RSS {rss_start * mib:.0f} -> "
+        f"{rss_end * mib:.0f} MiB (max {max(rss) * mib:.0f} MiB)"
+    )
+    assert errors == [], Counter(errors).most_common(5)
+    assert len(results) >= 10 * SOAK_SECONDS  # it really was under load
+    assert rss_end - rss_start < max(64 * 2**20, 0.15 * rss_start), "memory grew under steady load"
+
+
+# --- a damaged model at start ----------------------------------------------------------------------------
+
+
+def test_a_tampered_model_stops_bentoml_serve_with_the_file_and_the_fix(tmp_path_factory, tmp_path):
+    """The card's sha256 no longer matches the ONNX file: `bentoml serve` exits (no worker restart loop)."""
+    good = tiny_model_dir(tmp_path_factory)
+    bad = tmp_path / "model"
+    bad.mkdir()
+    for f in good.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    onnx = bytearray((bad / "emotune.onnx").read_bytes())
+    onnx[len(onnx) // 2] ^= 0xFF  # one flipped bit-pattern in the weights: the file still parses
+    (bad / "emotune.onnx").write_bytes(bytes(onnx))
+    env = base_env(tmp_path / "bentoml", EMOTUNE_MODEL_DIR=str(bad))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service:Emotune", "--port", str(free_port())],
+        cwd=TESTS.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("bentoml serve kept running with a tampered model")
+    assert proc.returncode != 0
+    assert f"{bad / 'emotune.onnx'}: sha256" in output and "model_card.json" in output
+    assert "Fix: restore the file" in output and "dvc repro promote" in output
