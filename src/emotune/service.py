@@ -38,11 +38,8 @@ MAX_CROPS = int(SERVE.max_batch_size)
 # Multipart framing and a /classify JSON of MAX_CROPS crops fit well within this.
 MAX_BODY_BYTES = int(SERVE.max_image_bytes) + 2_000_000
 # Declared only when the store has the model: a BentoModel that is not there would be looked up in BentoCloud.
-STORE_MODEL = (
-    bentoml.models.BentoModel(f"{SERVE.bentoml_model}:latest")
-    if SERVE.get("bentoml_model") and bentoml_store_path(str(SERVE.bentoml_model)) is not None
-    else None
-)
+STORE_PATH = bentoml_store_path(str(SERVE.bentoml_model)) if SERVE.get("bentoml_model") else None
+STORE_MODEL = bentoml.models.BentoModel(f"{SERVE.bentoml_model}:latest") if STORE_PATH is not None else None
 
 
 def checked_crops(value: Any) -> np.ndarray:
@@ -63,8 +60,8 @@ def error(message: str, status: int = 400) -> JSONResponse:
 # A model that cannot be served stops `bentoml serve` here, in the process that reads this module before it
 # starts the workers: a worker failing in __init__ is restarted by BentoML forever and never gets ready.
 check_model(
-    STORE_MODEL.path
-    if STORE_MODEL is not None and not os.environ.get(MODEL_DIR_ENV)
+    STORE_PATH
+    if STORE_PATH is not None and not os.environ.get(MODEL_DIR_ENV)
     else locate_model(None, SERVE.get("model_dir", "models"))[0]
 )
 
