@@ -368,6 +368,8 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     train_cfg = cfg.train
     if train_cfg.get("soft_labels", "none") != "none":
         raise ValueError(f"train.soft_labels={train_cfg.soft_labels!r} is not implemented: use none")
+    # The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    scope = distribution_scope(str(train_cfg.strategy))
     seed = int(cfg.seed)
     keras.utils.set_random_seed(seed)
     out = Path(out_dir or cfg.paths.train_out)
@@ -401,7 +403,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     def build() -> keras.Model:
         return build_model(cfg.model, image_size=image_size)
 
-    with precision_policy(str(train_cfg.precision)) as precision, distribution_scope(str(train_cfg.strategy)):
+    with precision_policy(str(train_cfg.precision)) as precision, scope:
         model = build()
         trainer = training_model(model, train_cfg, steps, seed=seed)
     export_model = float32_twin(build)
