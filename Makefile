@@ -19,6 +19,9 @@ export DVC_NO_ANALYTICS := 1
 
 env: .venv/.synced  ## create/refresh the virtual environment from uv.lock
 
+serve: env  ## start the service and its page on http://127.0.0.1:3000 (options: emotune serve --help)
+	$(RUN) emotune serve
+
 params: env  ## recompose params.yaml from conf/ (run after editing conf/)
 	$(RUN) emotune config compose --out params.yaml
 

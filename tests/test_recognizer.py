@@ -195,3 +195,36 @@ def test_cli_analyze_prints_the_endpoint_json(model_dir, tmp_path, capsys):
     assert main(["analyze", str(folder), "--model", str(model_dir), "--no-music"]) == 1
     listing = json.loads(capsys.readouterr().out)
     assert "not an image" in next(r for r in listing if r["file"].endswith("broken.png"))["error"]
+
+
+def test_cli_serve_starts_bentoml_with_the_options_as_settings(monkeypatch):
+    """`emotune serve` hands over to `bentoml serve service:Emotune` (the real server is tested in
+    test_service.py); here only what it hands over: the command, the repository root and the settings."""
+    import os
+
+    from emotune.cli import main
+    from emotune.config import REPO_ROOT
+
+    calls = []
+    monkeypatch.setattr(os, "execvpe", lambda file, args, env: calls.append((file, args, env, os.getcwd())))
+    monkeypatch.chdir("/")
+    main(["serve", "--host", "0.0.0.0", "--port", "8081", "--workers", "3", "--model", "/some/models"])
+    ((_, args, env, cwd),) = calls
+    assert args[1:] == ["-m", "bentoml", "serve", "service:Emotune"]
+    assert cwd == str(REPO_ROOT)
+    assert env["EMOTUNE_HOST"] == "0.0.0.0" and env["EMOTUNE_PORT"] == "8081"
+    assert env["EMOTUNE_WORKERS"] == "3" and env["EMOTUNE_MODEL_DIR"] == "/some/models"
+    assert "EMOTUNE_THREADS" not in env or env["EMOTUNE_THREADS"] == os.environ.get("EMOTUNE_THREADS")
+
+
+def test_env_settings_override_conf(monkeypatch):
+    from emotune.analyze_commands import serve_settings
+
+    monkeypatch.setenv("EMOTUNE_THREADS", "5")
+    monkeypatch.setenv("EMOTUNE_OVERRIDES", "serve.min_face_size=77 music.k=3")
+    cfg = serve_settings()
+    assert cfg.serve.threads == 5 and cfg.serve.min_face_size == 77 and cfg.music.k == 3
+    assert cfg.serve.host == "127.0.0.1"  # localhost unless told otherwise
+    monkeypatch.setenv("EMOTUNE_PORT", "eighty")
+    with pytest.raises(ValueError, match="EMOTUNE_PORT"):
+        serve_settings()
