@@ -21,13 +21,15 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be fetched (offline) and are not in the Keras cache."""
 
 
-def _conv_blocks(x: Any, blocks: tuple[tuple[int, int], ...], width: float, batch_norm: bool) -> Any:
+def _conv_blocks(
+    x: Any, blocks: tuple[tuple[int, int], ...], width: float, batch_norm: bool, bn_momentum: float = 0.99
+) -> Any:
     for b, (convs, filters) in enumerate(blocks, start=1):
         n = max(8, round(filters * width))
         for c in range(1, convs + 1):
             x = layers.Conv2D(n, 3, padding="same", use_bias=not batch_norm, name=f"block{b}_conv{c}")(x)
             if batch_norm:
-                x = layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
+                x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     return x
@@ -64,6 +66,8 @@ def build_model(
     weights = str(model_cfg.get("weights", "none"))
     width = float(model_cfg.get("width", 1.0))
     batch_norm = bool(model_cfg.get("batch_norm", False))
+    # Short runs need faster-moving BN statistics or the saved model predicts from stale ones.
+    bn_momentum = float(model_cfg.get("bn_momentum", 0.99))
 
     inputs = keras.Input(shape=(image_size, image_size, 1), name="face")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
@@ -78,9 +82,9 @@ def build_model(
                 raise ValueError("pretrained VGG19 weights need model.batch_norm=false and model.width=1.0")
             x = _keras_vgg19(x, weights, input_size)
         else:
-            x = _conv_blocks(x, VGG19_BLOCKS, width, batch_norm)
+            x = _conv_blocks(x, VGG19_BLOCKS, width, batch_norm, bn_momentum)
     elif name == "small_cnn":
-        x = _conv_blocks(x, SMALL_CNN_BLOCKS, width, batch_norm=True)
+        x = _conv_blocks(x, SMALL_CNN_BLOCKS, width, True, bn_momentum)
     else:
         raise ValueError(f"model.name={name!r}: expected vgg19 or small_cnn")
 
