@@ -1,5 +1,7 @@
-"""The BentoML service, for real: `bentoml serve` on a free port, HTTP requests, bad input, concurrency,
-and `bentoml build` of a bento that then serves the model from its own store."""
+"""The BentoML service, for real: `bentoml build` of this checkout (the promoted model in a BentoML store of
+this module), the built bento served by `bentoml serve` on a free port, real HTTP requests: faces, batches,
+every kind of bad input, concurrency. (Serving from source, `bentoml serve service:Emotune`, is what
+`bentoml build` imports too, and the UI and reliability tests run it.)"""
 
 from __future__ import annotations
 
@@ -86,12 +88,36 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("serve")
-    env = base_env(
-        tmp / "bentoml", EMOTUNE_MODEL_DIR=str(model_dir), EMOTUNE_OVERRIDES=LIMITS, EMOTUNE_THREADS="4"
+def bento(model_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """`bentoml build` of this checkout into a BentoML home of this module only, whose store holds the tiny
+    model imported by the promote stage's own function: (the built bento's folder, the environment)."""
+    home = tmp_path_factory.mktemp("bentoml")
+    env = base_env(home)
+    code = (
+        "import json, sys; from emotune.registry import import_to_bentoml;"
+        "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
     )
-    with serving("service:Emotune", env, tmp / "server.log") as url:
+    card = model_dir / "model_card.json"
+    subprocess.run([sys.executable, "-c", code, str(model_dir), str(card)], env=env, check=True, cwd=REPO)
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (built,) = [p for p in (home / "bentos" / "emotune").iterdir() if p.is_dir()]
+    return built, env
+
+
+@pytest.fixture(scope="module")
+def server(bento, tmp_path_factory) -> Iterator[str]:
+    """The built bento, served (`bentoml serve emotune:latest`) with small limits for the bad-input tests."""
+    _, env = bento
+    env = {**env, "EMOTUNE_OVERRIDES": LIMITS, "EMOTUNE_THREADS": "4"}
+    with serving("emotune:latest", env, tmp_path_factory.mktemp("serve") / "server.log") as url:
         yield url
 
 
@@ -209,7 +235,7 @@ def test_concurrent_requests(client):
 
 def test_health_model_card_recommend_and_openapi(client):
     health = client.get("/health").json()
-    assert health["status"] == "ok" and "EMOTUNE_MODEL_DIR" in health["model"]
+    assert health["status"] == "ok" and "bentoml:emotune-fer" in health["model"]  # the packed model
     card = client.get("/model_card").json()
     assert card["labels"][:2] == ["angry", "disgust"] and card["input"]["shape"] == [None, 48, 48, 1]
     tracks = client.post("/recommend", json={"mood": "sad", "k": 3}).json()["recommendations"]
@@ -218,36 +244,17 @@ def test_health_model_card_recommend_and_openapi(client):
     assert {"/analyze", "/classify", "/recommend"} <= set(paths)
 
 
-def test_bentoml_build_packs_the_store_model_and_the_bento_serves(model_dir, tmp_path):
-    # The store entry is made by the promote stage's own import function, in a store of this test only.
-    home = tmp_path / "bentoml"
-    env = base_env(home)
-    code = (
-        "import json, sys; from emotune.registry import import_to_bentoml;"
-        "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
-    )
-    card = model_dir / "model_card.json"
-    subprocess.run([sys.executable, "-c", code, str(model_dir), str(card)], env=env, check=True, cwd=REPO)
-    build = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    bento_dirs = [p for p in (home / "bentos" / "emotune").iterdir() if p.is_dir()]
-    assert len(bento_dirs) == 1
-    # The bento references the store model: containerize/export carry it along.
-    info = yaml.safe_load((bento_dirs[0] / "bento.yaml").read_text())
+def test_the_bento_packs_the_store_model_code_and_configuration(bento):
+    built, _ = bento
+    info = yaml.safe_load((built / "bento.yaml").read_text())
+    # The bento references the store model (containerize and export carry it along) ...
     assert [m["tag"].split(":")[0] for m in info["services"][0]["models"]] == ["emotune-fer"]
+    # ... binds localhost unless told otherwise, and carries the code, conf/ and the shim it imports.
     assert info["services"][0]["config"]["http"]["host"] == "127.0.0.1"
-    assert (bento_dirs[0] / "src" / "src" / "emotune" / "service.py").is_file()
-
-    with serving("emotune:latest", env, tmp_path / "bento.log") as url:
-        health = httpx.get(f"{url}/health", timeout=10).json()
-        assert "bentoml:emotune-fer" in health["model"]
-        frame = encode(paste(fer_like_face(), scale=3)[0])
-        response = httpx.post(f"{url}/analyze", files={"image": ("f.png", frame)}, timeout=30)
-        assert response.status_code == 200 and response.json()["num_faces"] == 1
+    for path in (
+        "service.py",
+        "src/emotune/service.py",
+        "src/emotune/recognizer.py",
+        "conf/serve/default.yaml",
+    ):
+        assert (built / "src" / path).is_file(), path
