@@ -498,6 +498,13 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
         )
         max_drop = float(pcfg.get("max_accuracy_drop", 0.5))
         enforce_export_check(check, max_drop, precision)
+        size_mb, bundle_mb = files[ONNX_FILE].stat().st_size / 1e6, float(pcfg.get("bundle_max_mb", 25))
+        if size_mb > bundle_mb:
+            # A warning, not a failure: experiments may be big; the model committed to models/ should not be.
+            print(
+                f"promote: WARNING {ONNX_FILE} is {size_mb:.1f} MB, over promote.bundle_max_mb={bundle_mb:g} "
+                "for the bundled model: use promote.onnx_precision=int8 or a narrower model (model.width)"
+            )
 
         name, alias = str(cfg.tracking.registered_model), str(pcfg.alias)
         version = register(client, name, run, model_id, alias)
