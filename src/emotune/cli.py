@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "emotune.evaluate_commands",
     "emotune.music.commands",
     "emotune.analyze_commands",
+    "emotune.ui_commands",
 )
 
 

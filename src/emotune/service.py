@@ -28,6 +28,7 @@ from emotune.analyze_commands import analysis_json, load_recommender, serve_sett
 from emotune.http_guard import RequestGuard
 from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops, check_model, locate_model
 from emotune.registry import bentoml_store_path
+from emotune.ui import page_app
 from emotune.vision import ImageError, decode_image
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ info = FastAPI(title="emotune info")  # GET routes: BentoML's own APIs are POST
 
 
 @bentoml.asgi_app(info, path="/")
-# The page (emotune.ui) mounts itself here with one more decorator line: @bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.asgi_app(page_app(CFG), path="/ui")  # the page (emotune.ui): webcam -> mood -> playlist
 @bentoml.service(
     name="emotune",
     workers=int(SERVE.workers),

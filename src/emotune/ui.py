@@ -1,0 +1,678 @@
+"""The page: the webcam (or a photo) -> faces and their emotions -> a smoothed mood -> a playlist that plays.
+
+    bentoml serve            # http://127.0.0.1:3000/ui/  (emotune.service mounts `page_app()`)
+    emotune ui               # http://127.0.0.1:7860/     (the same page on its own, see ui_commands.py)
+
+Live mode streams webcam frames (JPEG data URLs, decoded in memory) to `Page.live`, which finds the faces,
+classifies them in one batch, draws them on a copy of the frame and feeds the chosen face's probabilities to
+the viewer's `MoodSmoother` (emotune.mood). The playlist is made only when the smoothed mood (or the
+strategy) changes. Snapshot mode analyses one uploaded or taken picture and sets the mood at once.
+
+Privacy: camera frames never touch the disk. Live frames arrive as data URLs and the annotated frame goes
+back as a data URL inside HTML (a gr.Image output would be saved to Gradio's cache). A snapshot is the one
+exception Gradio forces: its upload lands in Gradio's temporary folder, so the page reads it into memory and
+deletes the file at once.
+
+State is per browser session (gr.State holds a `Viewer`). Errors never reach the page as stack traces: they
+are logged and the page shows a short message.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import gradio as gr
+import numpy as np
+from fastapi import FastAPI
+from omegaconf import DictConfig
+
+from emotune.labels import EMOTIONS
+from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
+from emotune.music import STRATEGIES, ListeningSession, Recommendation
+from emotune.vision import ImageError, decode_image
+
+log = logging.getLogger(__name__)
+
+# Box and label colours (RGB), one per emotion, readable with white text.
+COLORS = {
+    "angry": (220, 38, 38),
+    "disgust": (101, 163, 13),
+    "fear": (124, 58, 237),
+    "happy": (234, 138, 0),
+    "sad": (37, 99, 235),
+    "surprise": (219, 39, 119),
+    "neutral": (71, 85, 105),
+}
+VIEW_MAX_SIDE = 960  # the annotated picture is drawn at most this large (big photos are scaled down)
+NO_FACE = "No face yet — look at the camera"
+FRIENDLY_ERROR = "Something went wrong with that picture. Please try again."
+
+# System fonts only: the page must not fetch fonts from anywhere (offline, and no third-party requests).
+FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "sans-serif"]
+MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+
+
+def theme() -> gr.themes.Base:
+    return gr.themes.Soft(
+        primary_hue="violet", secondary_hue="sky", neutral_hue="slate", font=FONTS, font_mono=MONO
+    )
+
+
+CSS = """
+.gradio-container { max-width: 1280px !important; margin: 0 auto; }
+.et-header { display: flex; align-items: center; gap: .6rem; padding: .25rem 0 .4rem; }
+.et-header h1 { margin: 0; font-size: 1.6rem; font-weight: 700; letter-spacing: -.02em; }
+.et-header p { margin: 0 0 0 .5rem; color: var(--body-text-color-subdued); }
+.et-card { border-radius: var(--radius-lg); background: var(--block-background-fill);
+  border: 1px solid var(--block-border-color); box-shadow: var(--block-shadow); padding: .7rem .9rem; }
+.et-face { flex: none; display: inline-block; }
+.et-view { display: flex; align-items: center; justify-content: center; min-height: 260px; padding: 0;
+  overflow: hidden; }
+.et-view img { display: block; width: 100%; height: auto; max-height: 520px; object-fit: contain; }
+.et-empty { color: var(--body-text-color-subdued); text-align: center; padding: 2rem; line-height: 1.5; }
+.et-empty .et-face { display: block; margin: 0 auto .5rem; opacity: .8; }
+.et-mood { display: flex; align-items: center; gap: 1rem; border-left: 6px solid var(--et-accent, #94a3b8); }
+.et-mood .et-name { font-size: 1.5rem; font-weight: 700; text-transform: capitalize; }
+.et-mood .et-status { color: var(--body-text-color-subdued); font-size: .92rem; }
+.et-mood .et-meta { color: var(--body-text-color-subdued); font-size: .8rem; margin-top: .15rem; }
+.et-bars-empty { color: var(--body-text-color-subdued); font-size: .9rem; }
+.et-bar { display: grid; grid-template-columns: 4.6rem 1fr 2.6rem; align-items: center; gap: .5rem;
+  font-size: .85rem; line-height: 1.55; }
+.et-bar-name { color: var(--body-text-color-subdued); }
+.et-bar-mood .et-bar-name, .et-bar-mood .et-bar-value { color: var(--body-text-color); font-weight: 700; }
+.et-bar-track { height: .55rem; border-radius: 999px; overflow: hidden;
+  background: var(--border-color-primary); }
+.et-bar-fill { display: block; height: 100%; border-radius: 999px; transition: width .25s ease-out; }
+.et-bar-value { text-align: right; font-variant-numeric: tabular-nums;
+  color: var(--body-text-color-subdued); }
+.et-playlist h3 { margin: .1rem 0 .5rem; font-size: 1rem; display: flex; align-items: center; gap: .4rem; }
+.et-playlist ol { margin: 0; padding-left: 1.6rem; max-height: 320px; overflow-y: auto; }
+.et-playlist li { padding: .2rem 0; line-height: 1.35; }
+.et-playlist li.et-current { font-weight: 700; }
+.et-playlist li.et-current::marker { color: var(--color-accent); }
+.et-playlist .et-artist { color: var(--body-text-color-subdued); font-weight: 400; }
+.et-muted { color: var(--body-text-color-subdued); }
+.et-badge { font-size: .72rem; padding: .05rem .45rem; border-radius: 999px; margin-left: .35rem;
+  border: 1px solid var(--border-color-primary); text-decoration: none; white-space: nowrap;
+  color: var(--body-text-color-subdued); font-weight: 400; }
+.et-now .et-label { font-size: .72rem; text-transform: uppercase; letter-spacing: .06em;
+  color: var(--body-text-color-subdued); }
+.et-now .et-track { font-weight: 700; font-size: 1.05rem; }
+.et-now iframe { width: 100%; height: 80px; border: 0; border-radius: 12px; margin-top: .4rem; }
+.et-link { display: inline-block; margin-top: .3rem; }
+"""
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class Viewer:
+    """One browser session's state (held by gr.State): its smoothed mood, playlist and player."""
+
+    smoother: MoodSmoother
+    listening: ListeningSession
+    playlist: list[Recommendation] = field(default_factory=list)
+    made_for: tuple[str, str] | None = None  # the (mood, strategy) the playlist was made for
+    position: int = -1  # the player's index in the playlist; -1: its track is from an earlier list
+    current: Recommendation | None = None  # the track in the player
+    playing: bool = False  # a local track is playing (the browser tells us: play/pause events)
+    seed: int = 0  # a fresh seed per playlist: coming back to a mood gives a fresh list
+    frames: int = 0
+    last_ms: float | None = None  # time to analyse the last frame
+
+    def select(self, index: int) -> Recommendation | None:
+        if not self.playlist:
+            return None
+        self.position = min(max(index, 0), len(self.playlist) - 1)
+        self.current = self.playlist[self.position]
+        self.listening.played(self.current)
+        return self.current
+
+
+class Engine:
+    """What the page needs from a running service: `recognizer`, `recommender` (or None), `music_status`."""
+
+    def __init__(self, recognizer: Any, recommender: Any | None, music_status: str = "ok") -> None:
+        self.recognizer, self.recommender, self.music_status = recognizer, recommender, music_status
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model: str | None = None) -> Engine:
+        from emotune.analyze_commands import load_recommender
+        from emotune.recognizer import EmotionRecognizer
+
+        recommender, status = load_recommender(cfg)
+        recognizer = EmotionRecognizer.from_config(cfg.serve, model, "--model" if model else None)
+        return cls(recognizer, recommender, status)
+
+
+def current_service() -> Any:
+    """The BentoML service instance of this worker (it has .recognizer, .recommender, .music_status)."""
+    import bentoml
+
+    service = bentoml.get_current_service()
+    if service is None or not hasattr(service, "recognizer"):
+        raise RuntimeError("the emotune service is not running in this process")
+    return service
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+
+def _jpeg_data_url(rgb: np.ndarray, quality: int = 82) -> str:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode the annotated frame")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def annotate(
+    frame: np.ndarray, faces: list[Any], chosen: list[int], max_side: int = VIEW_MAX_SIDE
+) -> np.ndarray:
+    """A copy of the frame (scaled to fit max_side) with each face's box and "emotion NN%" label; the faces
+    that make the mood get a thicker box."""
+    rgb = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    height, width = rgb.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    out = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb.copy()
+    side = min(out.shape[:2])
+    thin = max(2, round(side / 240))
+    font_scale = max(0.5, side / 700)
+    for i, face in enumerate(faces):
+        x, y, w, h = (round(v * scale) for v in face.box)
+        color = COLORS[face.emotion]
+        cv2.rectangle(out, (x, y), (x + w, y + h), color, thin * 2 if i in chosen else thin, cv2.LINE_AA)
+        text = f"{face.emotion} {float(np.max(face.probabilities)):.0%}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thin // 2 + 1)
+        pad = thin + 2
+        top = y - th - base - 2 * pad if y - th - base - 2 * pad >= 0 else y + h  # above, or below the box
+        cv2.rectangle(out, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), color, -1)
+        cv2.putText(
+            out,
+            text,
+            (x + pad, top + pad + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (255, 255, 255),
+            thin // 2 + 1,
+            cv2.LINE_AA,
+        )
+    return out
+
+
+def view_html(annotated: np.ndarray | None, faces: int = 0) -> str:
+    if annotated is None:
+        return (
+            f'<div class="et-card et-view"><div class="et-empty">{face_svg(None, 64)}'
+            "Press the record button on the camera to start, or switch to <b>Snapshot</b> to use a photo."
+            "<br>What emotune sees appears here.</div></div>"
+        )
+    alt = f"the picture with {faces} face(s) marked" if faces else "the picture: no face found"
+    return f'<div class="et-card et-view"><img alt="{alt}" src="{_jpeg_data_url(annotated)}"></div>'
+
+
+def _hex(mood: str | None) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*COLORS[mood]) if mood else "#94a3b8"
+
+
+# A drawn face per mood (56x56): brows, eyes and mouth as SVG paths. Emoji would depend on the viewer's fonts.
+_FACE_PARTS = {
+    "angry": ("M14 17 L24 21 M42 17 L32 21", 2.6, "M18 42 Q28 35 38 42"),
+    "disgust": ("M14 19 L24 19 M32 17 L42 20", 2.6, "M17 40 Q24 35 30 40 T39 37"),
+    "fear": ("M14 19 L24 15 M32 15 L42 19", 3.4, "M18 41 q2.5 -3 5 0 t5 0 t5 0 t5 0"),
+    "happy": ("", 2.6, "M17 35 Q28 47 39 35"),
+    "sad": ("M14 17 L24 14 M32 14 L42 17", 2.6, "M18 43 Q28 34 38 43"),
+    "surprise": ("M14 16 Q19 11 24 15 M32 15 Q37 11 42 16", 3.6, None),
+    "neutral": ("", 2.6, "M19 39 L37 39"),
+}
+
+
+def face_svg(mood: str | None, size: int = 56) -> str:
+    brows, eye, mouth = _FACE_PARTS.get(mood or "", ("", 2.6, "M20 39 Q28 42 36 39"))
+    color = _hex(mood)
+    mouth_svg = (
+        f'<path d="{mouth}" fill="none" stroke="#1e293b" stroke-width="2.6" stroke-linecap="round"/>'
+        if mouth
+        else '<ellipse cx="28" cy="40" rx="5" ry="6.5" fill="#1e293b"/>'
+    )
+    brows_svg = (
+        f'<path d="{brows}" fill="none" stroke="#1e293b" stroke-width="2.4" stroke-linecap="round"/>'
+        if brows
+        else ""
+    )
+    return (
+        f'<svg class="et-face" width="{size}" height="{size}" viewBox="0 0 56 56" aria-hidden="true">'
+        f'<circle cx="28" cy="28" r="26" fill="{color}" fill-opacity=".18" stroke="{color}" '
+        'stroke-width="2.5"/>'
+        f'{brows_svg}<circle cx="20" cy="25" r="{eye}" fill="#1e293b"/>'
+        f'<circle cx="36" cy="25" r="{eye}" fill="#1e293b"/>{mouth_svg}</svg>'
+    )
+
+
+def mood_html(mood: str | None, status: str, meta: str = "") -> str:
+    name = html.escape(mood) if mood else "Waiting for a face"
+    meta_html = f'<div class="et-meta">{html.escape(meta)}</div>' if meta else ""
+    return (
+        f'<div class="et-card et-mood" style="--et-accent:{_hex(mood)}" data-mood="{mood or ""}">'
+        f'{face_svg(mood)}<div><div class="et-name">{name}</div>'
+        f'<div class="et-status">{html.escape(status)}</div>{meta_html}</div></div>'
+    )
+
+
+def bars_html(probabilities: np.ndarray | None, mood: str | None = None) -> str:
+    """The 7 smoothed probabilities as bars, always in the same order (a live chart must not reshuffle)."""
+    if probabilities is None:
+        return (
+            '<div class="et-card et-bars et-bars-empty">The mood mix appears here once a face is found.</div>'
+        )
+    rows = "".join(
+        f'<div class="et-bar{" et-bar-mood" if name == mood else ""}" data-emotion="{name}">'
+        f'<span class="et-bar-name">{name}</span><span class="et-bar-track"><span class="et-bar-fill" '
+        f'style="width:{100 * float(p):.1f}%;background:{_hex(name)}"></span></span>'
+        f'<span class="et-bar-value">{100 * float(p):.0f}%</span></div>'
+        for name, p in zip(EMOTIONS, probabilities, strict=True)
+    )
+    return f'<div class="et-card et-bars" role="img" aria-label="emotion probabilities">{rows}</div>'
+
+
+def _badge(track: Recommendation) -> str:
+    play = track.play
+    if play.kind == "local":
+        return '<span class="et-badge" title="plays here">▶ here</span>'
+    label = "Spotify ↗" if play.kind == "spotify" else "Search ↗"
+    return (
+        f'<a class="et-badge" href="{html.escape(play.url)}" target="_blank" rel="noopener noreferrer" '
+        f'title="open in Spotify">{label}</a>'
+    )
+
+
+def playlist_html(viewer: Viewer, music_status: str = "ok") -> str:
+    if music_status != "ok":
+        return (
+            f'<div class="et-card et-playlist"><h3>Music is unavailable</h3>{html.escape(music_status)}</div>'
+        )
+    if viewer.made_for is None:
+        return (
+            '<div class="et-card et-playlist et-empty-list"><h3>Your playlist</h3>'
+            '<span class="et-muted">It appears as soon as emotune has read your mood.</span></div>'
+        )
+    mood, strategy = viewer.made_for
+    if not viewer.playlist:
+        return f'<div class="et-card et-playlist"><h3>No tracks left for {html.escape(mood)}</h3></div>'
+    items = "".join(
+        f'<li class="{"et-current" if i == viewer.position else ""}" data-kind="{t.play.kind}">'
+        f'{html.escape(t.name)} <span class="et-artist">— {html.escape(t.artist)}</span>{_badge(t)}</li>'
+        for i, t in enumerate(viewer.playlist)
+    )
+    how = "to match" if strategy == "match" else "to lift"
+    return (
+        f'<div class="et-card et-playlist" data-mood="{mood}" data-strategy="{strategy}">'
+        f"<h3>{face_svg(mood, 22)} {len(viewer.playlist)} tracks {how} a {html.escape(mood)} mood</h3>"
+        f"<ol>{items}</ol></div>"
+    )
+
+
+def now_playing_html(viewer: Viewer) -> str:
+    track = viewer.current
+    if track is None:
+        return (
+            '<div class="et-card et-now"><span class="et-label">Now playing</span>'
+            '<div class="et-muted">Nothing yet.</div></div>'
+        )
+    title = f'<div class="et-track">{html.escape(track.name)}</div><div>{html.escape(track.artist)}</div>'
+    play = track.play
+    if play.kind == "local":
+        extra = ""
+    elif play.kind == "spotify" and play.embed_url:
+        extra = (
+            f'<iframe src="{html.escape(play.embed_url)}" loading="lazy" title="Spotify player" '
+            'allow="encrypted-media; clipboard-write"></iframe>'
+        )
+    else:
+        extra = (
+            f'<a class="et-link" href="{html.escape(play.url)}" target="_blank" rel="noopener noreferrer">'
+            "Find it on Spotify ↗</a>"
+        )
+    where = "Playing here" if play.kind == "local" else "Up now"
+    label = f'<span class="et-label">{where}</span>'
+    return f'<div class="et-card et-now" data-kind="{play.kind}">{label}{title}{extra}</div>'
+
+
+def audio_update(viewer: Viewer) -> Any:
+    track = viewer.current
+    if track is not None and track.play.kind == "local" and track.play.path:
+        return gr.Audio(value=track.play.path, visible=True, label=f"{track.artist} — {track.name}")
+    return gr.Audio(value=None, visible=False)
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+
+def _unopened_upload(payload: Any) -> str | None:
+    """Replaces gr.Image.preprocess on the snapshot input: the handler gets the uploaded file's path
+    unopened, decodes it itself (size limits, EXIF, a clear message for a file that is not a picture; plain
+    gr.Image would open it first and fail with a bare "Error") and deletes it. (A gr.Image subclass would do
+    the same, but Gradio writes a .pyi stub beside the module of every component class it sees.) Never send
+    the snapshot input a gr.skip()/update: Gradio would rebuild it for the session without this override."""
+    return None if payload is None or not payload.path else str(payload.path)
+
+
+def _cleared() -> None:
+    return None  # a value for the snapshot input (see _unopened_upload): empty, ready for the next picture
+
+
+class Page:
+    """The handlers, bound to an engine source (the BentoML service, or an Engine for `emotune ui`)."""
+
+    def __init__(self, engine: Callable[[], Any], cfg: DictConfig) -> None:
+        self.engine = engine
+        self.ui = cfg.ui
+        self.smoothing = Smoothing.from_config(cfg.ui.get("smoothing"))
+        self.k = int(cfg.ui.get("k") or cfg.music.k)
+        self.recent = int(cfg.music.get("recent_exclude", 20))
+        self.max_bytes = int(cfg.serve.max_image_bytes)
+        self.max_pixels = int(cfg.serve.max_image_pixels)
+
+    def new_viewer(self) -> Viewer:
+        return Viewer(MoodSmoother(self.smoothing), ListeningSession(self.recent))
+
+    # -- music
+
+    def _refresh_playlist(self, viewer: Viewer, strategy: str) -> bool:
+        """A new playlist when the smoothed mood or the strategy changed; True when it did."""
+        mood = viewer.smoother.mood
+        if mood is None or viewer.made_for == (mood, strategy):
+            return False
+        engine = self.engine()
+        if engine.recommender is None:
+            viewer.made_for = (mood, strategy)
+            return True
+        ema = viewer.smoother.ema
+        tracks = engine.recommender.recommend(
+            ema if ema is not None else mood,
+            strategy=strategy,
+            k=self.k,
+            exclude=viewer.listening.recent,
+            seed=viewer.seed,
+        )
+        viewer.seed += 1
+        viewer.playlist, viewer.made_for = tracks, (mood, strategy)
+        if viewer.playing and viewer.current is not None:
+            viewer.position = -1  # let the playing song finish; the new list starts after it
+        else:
+            viewer.select(0)
+        return True
+
+    def _music(self, viewer: Viewer, changed: bool, player: bool | None = None) -> tuple[Any, Any, Any]:
+        """(playlist, now playing, audio) updates; gr.skip() leaves a component (and its audio) alone."""
+        if not changed:
+            return gr.skip(), gr.skip(), gr.skip()
+        player = (viewer.position >= 0 or viewer.current is None) if player is None else player
+        status = self.engine().music_status
+        if not player:
+            return playlist_html(viewer, status), gr.skip(), gr.skip()
+        return playlist_html(viewer, status), now_playing_html(viewer), audio_update(viewer)
+
+    # -- frames
+
+    def _analyze(self, frame: np.ndarray, rule: str) -> tuple[Any, list[int], np.ndarray | None]:
+        analysis = self.engine().recognizer.analyze(frame)
+        boxes = [f.box for f in analysis.faces]
+        probs = [f.probabilities for f in analysis.faces]
+        return analysis, selected_faces(boxes, rule), select_mood(boxes, probs, rule)
+
+    def _status(self, viewer: Viewer, reading: MoodReading, faces: int, rule: str) -> tuple[str, str]:
+        if not reading.face:
+            if reading.mood is None:
+                return NO_FACE, ""
+            return f"No face in view — keeping your {reading.mood} playlist", ""
+        if faces == 0:
+            status = "Looking for your face…"
+        elif reading.mood is None:
+            status = "Reading your expression…"
+        elif reading.challenger:
+            status = f"Looks {reading.challenger} — waiting to be sure"
+        else:
+            status = "Your mood right now: the playlist follows it"
+        who = ("the largest face" if rule == "largest" else "the average of all faces") if faces > 1 else ""
+        meta = f"{faces} face{'s' if faces != 1 else ''}" + (f" · mood from {who}" if who else "")
+        if viewer.last_ms is not None:
+            meta += f" · analysed in {viewer.last_ms:.0f} ms"
+        return status, meta
+
+    def live(self, frame: np.ndarray | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
+        """One webcam frame -> (view, probabilities, mood, playlist, now playing, audio)."""
+        if frame is None:
+            return (gr.skip(),) * 6
+        try:
+            start = time.perf_counter()
+            analysis, chosen, probs = self._analyze(frame, rule)
+            reading = viewer.smoother.update(probs, time.monotonic())
+            view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
+            viewer.frames += 1
+            viewer.last_ms = (time.perf_counter() - start) * 1000
+            changed = self._refresh_playlist(viewer, strategy)
+            status, meta = self._status(viewer, reading, len(analysis.faces), rule)
+            # Without a face the bars keep the last mix rather than going blank.
+            bars = (
+                gr.skip() if reading.probabilities is None else bars_html(reading.probabilities, reading.mood)
+            )
+            return (view, bars, mood_html(reading.mood, status, meta), *self._music(viewer, changed))
+        except Exception:
+            log.exception("the page could not analyse a webcam frame")
+            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 3)
+
+    def snapshot(self, path: str | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
+        """One uploaded/taken picture -> (view, probabilities, mood, playlist, now, audio). The input is
+        cleared afterwards by a separate step (build_page), never by this handler's outputs."""
+        if not path:
+            return (gr.skip(),) * 6
+        try:
+            try:
+                data = Path(path).read_bytes()
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # the picture lives on in memory only
+            frame = decode_image(data, self.max_bytes, self.max_pixels)
+            start = time.perf_counter()
+            analysis, chosen, probs = self._analyze(frame, rule)
+            viewer.last_ms = (time.perf_counter() - start) * 1000
+            view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
+            if probs is None:
+                status = "No face found in this picture — try one with a clear, front-facing face"
+                reading = viewer.smoother.update(None, time.monotonic())
+                return (view, gr.skip(), mood_html(reading.mood, status), *(gr.skip(),) * 3)
+            reading = viewer.smoother.set(probs, time.monotonic())
+            changed = self._refresh_playlist(viewer, strategy)
+            _, meta = self._status(viewer, reading, len(analysis.faces), rule)
+            status = f"This picture looks {reading.mood}"
+            return (
+                view,
+                bars_html(reading.probabilities, reading.mood),
+                mood_html(reading.mood, status, meta),
+                *self._music(viewer, changed),
+            )
+        except ImageError as err:
+            log.info("snapshot refused: %s", err)
+            message = f"That file can't be used: {err}"
+            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, message), *(gr.skip(),) * 3)
+        except Exception:
+            log.exception("the page could not analyse a snapshot")
+            return (
+                gr.skip(),
+                gr.skip(),
+                mood_html(viewer.smoother.mood, FRIENDLY_ERROR),
+                *(gr.skip(),) * 3,
+            )
+
+    # -- player
+
+    def strategy_changed(self, strategy: str, viewer: Viewer) -> tuple[Any, Any, Any]:
+        try:
+            return self._music(viewer, self._refresh_playlist(viewer, strategy))
+        except Exception:
+            log.exception("the page could not make a playlist")
+            return gr.skip(), gr.skip(), gr.skip()
+
+    def step(self, viewer: Viewer, delta: int) -> tuple[Any, Any, Any]:
+        if not viewer.playlist:
+            return gr.skip(), gr.skip(), gr.skip()
+        viewer.select(viewer.position + delta if viewer.position >= 0 else 0)
+        return self._music(viewer, True, player=True)
+
+    def ended(self, viewer: Viewer) -> tuple[Any, Any, Any]:
+        """Auto-advance: the next track of the current list (the first of a new list) when a song ends."""
+        viewer.playing = False
+        if viewer.position + 1 >= len(viewer.playlist):
+            return gr.skip(), gr.skip(), gr.skip()
+        return self.step(viewer, 1)
+
+    def previous(self, viewer: Viewer) -> tuple[Any, Any, Any]:
+        return self.step(viewer, -1)
+
+    def next(self, viewer: Viewer) -> tuple[Any, Any, Any]:
+        return self.step(viewer, 1)
+
+    def playing(self, viewer: Viewer) -> None:
+        viewer.playing = True
+
+    def paused(self, viewer: Viewer) -> None:
+        viewer.playing = False
+
+
+def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
+    """The Gradio Blocks of the page. `engine()` returns the object with the recognizer and recommender."""
+    page = Page(engine, cfg)
+    ui = cfg.ui
+    rule0 = str(ui.get("face_rule", "largest"))
+    strategy0 = str(ui.get("strategy") or cfg.music.strategy)
+    if rule0 not in FACE_RULES:
+        raise ValueError(f"ui.face_rule={rule0!r}: expected one of {', '.join(FACE_RULES)}")
+    if strategy0 not in STRATEGIES:
+        raise ValueError(f"ui.strategy={strategy0!r}: expected one of {', '.join(STRATEGIES)}")
+    empty_viewer = Viewer(MoodSmoother(page.smoothing), ListeningSession(page.recent))
+
+    with gr.Blocks(title="emotune — music for your mood", delete_cache=(300, 600)) as blocks:
+        viewer = gr.State(page.new_viewer)
+        gr.HTML(
+            f'<div class="et-header">{face_svg("happy", 34)}<h1>emotune</h1>'
+            "<p>Music for the mood on your face. Frames are analysed in memory and never stored.</p></div>"
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=360):
+                with gr.Tabs():
+                    with gr.Tab("Live", id="live", elem_id="tab-live"):
+                        camera = gr.Image(
+                            sources=["webcam"],
+                            streaming=True,
+                            type="numpy",
+                            label="Your camera",
+                            height=220,
+                            webcam_options=gr.WebcamOptions(
+                                mirror=True, constraints={"video": {"width": 640, "height": 480}}
+                            ),
+                            elem_id="camera",
+                        )
+                    with gr.Tab("Snapshot", id="snapshot", elem_id="tab-snapshot"):
+                        photo = gr.Image(
+                            sources=["upload", "webcam"],
+                            type="filepath",  # read into memory and deleted at once by Page.snapshot
+                            label="Upload a photo or take a picture",
+                            height=220,
+                            elem_id="photo",
+                        )
+                        photo.preprocess = _unopened_upload
+                view = gr.HTML(view_html(None), elem_id="view")
+                with gr.Row():
+                    strategy = gr.Radio(
+                        list(STRATEGIES),
+                        value=strategy0,
+                        label="Playlist",
+                        info="match mirrors your mood · uplift starts there and leads it up",
+                        elem_id="strategy",
+                    )
+                    rule = gr.Radio(
+                        list(FACE_RULES),
+                        value=rule0,
+                        label="Several faces",
+                        info="the mood follows the largest face · or the average of all",
+                        elem_id="rule",
+                    )
+            with gr.Column(scale=4, min_width=320):
+                mood = gr.HTML(mood_html(None, NO_FACE), elem_id="mood")
+                bars = gr.HTML(bars_html(None), elem_id="probs")
+                now = gr.HTML(now_playing_html(empty_viewer), elem_id="now-playing")
+                audio = gr.Audio(
+                    type="filepath",
+                    autoplay=True,
+                    visible=False,
+                    interactive=False,
+                    show_label=False,
+                    buttons=["download"],
+                    elem_id="player",
+                )
+                with gr.Row():
+                    prev_button = gr.Button("‹ Previous", size="sm", elem_id="prev")
+                    next_button = gr.Button("Next ›", size="sm", elem_id="next")
+                playlist = gr.HTML(playlist_html(empty_viewer), elem_id="playlist")
+
+        music_out = [playlist, now, audio]
+        hidden: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+        camera.stream(
+            page.live,
+            inputs=[camera, rule, strategy, viewer],
+            outputs=[view, bars, mood, *music_out],
+            stream_every=float(ui.get("stream_every", 0.1)),
+            concurrency_limit=int(cfg.serve.get("threads", 2)) * 2,
+            api_name="live",
+            **hidden,
+        )
+        photo.change(
+            page.snapshot,
+            inputs=[photo, rule, strategy, viewer],
+            outputs=[view, bars, mood, *music_out],
+            api_name="snapshot",
+            **hidden,
+        ).then(_cleared, None, photo, api_name="clear_snapshot", **hidden)  # ready for the next picture
+        strategy.change(page.strategy_changed, [strategy, viewer], music_out, api_name="strategy", **hidden)
+        prev_button.click(page.previous, [viewer], music_out, api_name="previous", **hidden)
+        next_button.click(page.next, [viewer], music_out, api_name="next", **hidden)
+        audio.play(page.playing, [viewer], None, api_name="playing", **hidden)
+        audio.pause(page.paused, [viewer], None, api_name="paused", **hidden)
+        audio.stop(page.ended, [viewer], music_out, api_name="ended", **hidden)
+    return blocks
+
+
+def mount_options(cfg: DictConfig) -> dict[str, Any]:
+    """Launch/mount settings shared by the service mount and `emotune ui`."""
+    library = cfg.music.get("library_dir")
+    return {
+        "theme": theme(),
+        "css": CSS,
+        "allowed_paths": [str(Path(library).expanduser().resolve())] if library else None,
+        "show_error": False,  # errors are logged; the page shows its own short messages
+        "ssr_mode": False,
+        "footer_links": [],
+        "max_file_size": int(cfg.serve.max_image_bytes),
+    }
+
+
+def page_app(cfg: DictConfig | None = None, engine: Callable[[], Any] | None = None) -> FastAPI:
+    """A FastAPI app serving the page at its root: the service mounts it at /ui, `emotune ui` serves it."""
+    if cfg is None:
+        from emotune.analyze_commands import serve_settings
+
+        cfg = serve_settings()
+    blocks = build_page(engine or current_service, cfg)
+    return gr.mount_gradio_app(FastAPI(title="emotune page"), blocks, path="", **mount_options(cfg))

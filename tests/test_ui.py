@@ -1,0 +1,208 @@
+"""The page's handlers without a browser: real face detection, real music, and a model whose answer the test
+picks (a trained model cannot be told to be happy), so the mood -> playlist rules can be checked exactly."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from serving_helpers import encode, fer_like_face, paste
+
+from emotune.config import compose
+from emotune.labels import EMOTIONS
+from emotune.music import Play, Recommendation, Recommender
+from emotune.recognizer import EmotionRecognizer
+from emotune.ui import FRIENDLY_ERROR, Engine, Page, annotate, now_playing_html, playlist_html
+from emotune.vision import make_detector
+
+SKIP = {"__type__": "update"}  # what gr.skip() sends: leave the component as it is
+
+
+def onehot(emotion: str, p: float = 0.9) -> np.ndarray:
+    probs = np.full(len(EMOTIONS), (1 - p) / (len(EMOTIONS) - 1), dtype=np.float32)
+    probs[EMOTIONS.index(emotion)] = p
+    return probs
+
+
+class ScriptedModel:
+    """The model's stand-in: every face gets `probs`; records each call's batch size."""
+
+    def __init__(self) -> None:
+        self.probs = onehot("happy")
+        self.batches: list[int] = []
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.batches.append(len(x))
+        return np.tile(self.probs, (len(x), 1))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return compose(
+        ["ui.smoothing.hold_s=0", "ui.smoothing.min_frames=2", "ui.smoothing.no_face_s=0", "ui.k=5"]
+    )
+
+
+@pytest.fixture(scope="module")
+def recommender(cfg):
+    return Recommender.from_config(cfg)
+
+
+@pytest.fixture
+def model():
+    return ScriptedModel()
+
+
+@pytest.fixture
+def page(cfg, recommender, model):
+    engine = Engine(EmotionRecognizer(model, make_detector("haar")), recommender)
+    return Page(lambda: engine, cfg)
+
+
+FACE, _ = paste(fer_like_face(), scale=3)
+EMPTY = np.full((480, 640, 3), 128, np.uint8)
+
+
+def test_playlist_changes_only_when_the_smoothed_mood_does(page, model):
+    viewer = page.new_viewer()
+    first, second = (page.live(FACE, "largest", "match", viewer) for _ in range(2))
+    assert first[3] == SKIP and "Reading your expression" in first[2]  # min_frames=2: not settled yet
+    assert 'data-mood="happy"' in second[2] and 'data-mood="happy"' in second[3]
+    assert (
+        second[0].startswith('<div class="et-card et-view"><img') and "data:image/jpeg;base64," in second[0]
+    )
+    happy_list = [t.id for t in viewer.playlist]
+    assert len(happy_list) == 5 and viewer.current is viewer.playlist[0]
+
+    model.probs = onehot("angry", 1.0)  # one odd frame
+    odd = page.live(FACE, "largest", "match", viewer)
+    assert odd[3] == SKIP and 'data-mood="happy"' in odd[2]
+    model.probs = onehot("sad")
+    for _ in range(6):
+        out = page.live(FACE, "largest", "match", viewer)
+        if viewer.smoother.mood == "sad":
+            break
+    assert 'data-mood="sad"' in out[3] and [t.id for t in viewer.playlist] != happy_list
+    assert all(n == 1 for n in model.batches)  # one face, one model call per frame
+
+    # No face: said at once (no_face_s=0), the sad playlist stays.
+    gone = page.live(EMPTY, "largest", "match", viewer)
+    assert "keeping your sad playlist" in gone[2] and gone[3] == SKIP and viewer.made_for == ("sad", "match")
+
+
+def test_several_faces_are_classified_in_one_batch(page, model):
+    left, _ = paste(fer_like_face(), size=(480, 760), at=(40, 90), scale=4)
+    right, _ = paste(fer_like_face(), size=(480, 760), at=(480, 150), scale=3)
+    frame = np.where(np.arange(760)[None, :, None] < 400, left, right).astype(np.uint8)
+    viewer = page.new_viewer()
+    out = page.live(frame, "average", "match", viewer)
+    assert model.batches == [2]
+    assert "2 faces · mood from the average of all faces" in out[2]
+
+
+def test_strategy_switch_and_player_buttons(page):
+    viewer = page.new_viewer()
+    for _ in range(2):
+        page.live(FACE, "largest", "match", viewer)
+    playlist, _, _ = page.strategy_changed("uplift", viewer)
+    assert 'data-strategy="uplift"' in playlist and viewer.made_for == ("happy", "uplift")
+    assert page.strategy_changed("uplift", viewer) == (SKIP, SKIP, SKIP)  # nothing changed
+    page.next(viewer)
+    page.next(viewer)
+    assert viewer.position == 2
+    page.previous(viewer)
+    assert viewer.position == 1 and viewer.current is viewer.playlist[1]
+    for _ in range(10):
+        page.next(viewer)
+    assert viewer.position == len(viewer.playlist) - 1  # stays on the last track
+    assert page.ended(viewer) == (SKIP, SKIP, SKIP)  # the end of the list: nothing more to play
+    # A playing song is not cut off by a new list: the new list starts when it ends.
+    page.playing(viewer)
+    playing = viewer.current
+    page.strategy_changed("match", viewer)
+    assert viewer.current is playing and viewer.position == -1
+    page.ended(viewer)
+    assert viewer.position == 0 and viewer.current is viewer.playlist[0]
+
+
+def test_snapshot_is_read_into_memory_and_deleted(page, tmp_path):
+    viewer = page.new_viewer()
+    photo = tmp_path / "upload.png"
+    photo.write_bytes(encode(FACE))
+    out = page.snapshot(str(photo), "largest", "match", viewer)
+    assert not photo.exists()
+    assert "This picture looks happy" in out[2] and 'data-mood="happy"' in out[3]
+    assert viewer.smoother.mood == "happy"  # at once: a snapshot needs no frames to settle
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture at all")
+    out = page.snapshot(str(bad), "largest", "match", viewer)
+    assert not bad.exists() and "be used: not an image" in out[2]
+
+    empty = tmp_path / "empty-room.png"
+    empty.write_bytes(encode(EMPTY))
+    out = page.snapshot(str(empty), "largest", "match", viewer)
+    assert "No face found in this picture" in out[2] and viewer.smoother.mood == "happy"
+
+
+def test_errors_are_logged_and_the_page_says_something_short(cfg, caplog):
+    def broken():
+        raise RuntimeError("model exploded")
+
+    page = Page(broken, cfg)
+    with caplog.at_level(logging.ERROR, logger="emotune.ui"):
+        out = page.live(FACE, "largest", "match", page.new_viewer())
+    assert FRIENDLY_ERROR in out[2] and "exploded" not in out[2]
+    assert "model exploded" in caplog.text
+
+
+def _track(kind: str, name: str = "Song", **play) -> Recommendation:
+    return Recommendation(
+        id=name,
+        name=name,
+        artist="Band & Co",
+        album="",
+        genre="",
+        valence=0.5,
+        energy=0.5,
+        popularity=None,
+        source="catalog",
+        emotion="",
+        target=(0.5, 0.5),
+        distance=0.0,
+        play=Play(kind=kind, url=play.pop("url", "https://open.spotify.com/track/x"), **play),
+    )
+
+
+def test_playlist_and_player_markup(page):
+    viewer = page.new_viewer()
+    viewer.made_for = ("happy", "match")
+    viewer.playlist = [
+        _track("spotify", "<script>alert(1)</script>", embed_url="https://open.spotify.com/embed/track/x"),
+        _track("search", "Second"),
+    ]
+    viewer.select(0)
+    markup = playlist_html(viewer)
+    assert "<script>" not in markup and "&lt;script&gt;" in markup and "Band &amp; Co" in markup
+    assert 'class="et-current"' in markup and markup.count("<li") == 2
+    assert '<iframe src="https://open.spotify.com/embed/track/x"' in now_playing_html(viewer)
+    viewer.select(1)
+    assert "Find it on Spotify" in now_playing_html(viewer) and "<iframe" not in now_playing_html(viewer)
+    assert "Music is unavailable" in playlist_html(viewer, "error: catalogue broken")
+
+
+def test_annotate_draws_on_a_copy_and_marks_the_chosen_face():
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    faces = [
+        type("F", (), {"box": (50, 100, 100, 100), "emotion": "sad", "probabilities": onehot("sad")}),
+        type("F", (), {"box": (350, 100, 200, 200), "emotion": "happy", "probabilities": onehot("happy")}),
+    ]
+    out = annotate(frame, faces, chosen=[1])
+    assert (frame == 128).all()  # the frame itself is untouched
+    assert tuple(out[150, 50]) == (37, 99, 235)  # the sad face's box edge, in its colour
+    thin = np.sum(np.all(out[150, 40:70] == (37, 99, 235), axis=1))
+    thick = np.sum(np.all(out[150, 340:370] == (234, 138, 0), axis=1))
+    assert thick > thin > 0
+    small = annotate(np.zeros((2000, 3000, 3), np.uint8), faces, [0])
+    assert max(small.shape[:2]) == 960  # big photos are drawn scaled down

@@ -1,0 +1,244 @@
+"""The page in a real browser: headless Chromium (Playwright) against a real `bentoml serve`, its webcam fed
+by a fake-camera y4m file made from a face photo; a snapshot upload with two faces; the local-file player.
+
+Screenshots go to test-artifacts/ (git-ignored). Needs /usr/bin/chromium (`apt-get install chromium`; .ci/run
+installs it): without it the tests skip.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from serving_helpers import encode, fer_like_face, paste, tiny_model_dir
+from test_service import base_env, serving
+
+from emotune.labels import EMOTIONS
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FPS = 10
+FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
+NO_FACE_S = 1.0
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
+
+
+def write_y4m(path: Path, frames: list[np.ndarray]) -> Path:
+    """A YUV4MPEG2 video (what Chromium's fake camera plays, looping) from RGB frames."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def write_library(folder: Path) -> Path:
+    """One short tone per emotion, placed by the library's sidecar file, so every mood has a local track."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 8000
+    rows = ["path,emotion"]
+    for i, emotion in enumerate(EMOTIONS):
+        name = f"Test Tones - {emotion.title()} Tone.wav"
+        t = np.arange(int(rate * 1.2)) / rate
+        samples = (0.3 * np.sin(2 * np.pi * (330 + 40 * i) * t) * 32767).astype("<i2")
+        with wave.open(str(folder / name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(samples.tobytes())
+        rows.append(f"{name},{emotion}")
+    (folder / "emotune_moods.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def image_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Iterator[dict]:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+    tmp = tmp_path_factory.mktemp("ui")
+    face_frame, _ = paste(fer_like_face(), size=(480, 640), at=(240, 110), scale=3)
+    empty = np.full((480, 640, 3), 128, np.uint8)
+    video = write_y4m(tmp / "camera.y4m", [face_frame] * FACE_FRAMES + [empty] * BLANK_FRAMES)
+    library = write_library(tmp / "library")
+    gradio_tmp = tmp / "gradio"
+    gradio_tmp.mkdir()
+    overrides = f"music.library_dir={library} music.local_bonus=0.5 ui.smoothing.no_face_s={NO_FACE_S} ui.k=6"
+    env = base_env(
+        tmp / "bentoml",
+        EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
+        EMOTUNE_OVERRIDES=overrides,
+        GRADIO_TEMP_DIR=str(gradio_tmp),
+    )
+    try:
+        with serving("service:Emotune", env, tmp / "server.log") as url:
+            yield {"url": url, "video": video, "gradio_tmp": gradio_tmp, "tmp": tmp}
+    finally:  # the server's log beside the screenshots, to see what happened
+        ARTIFACTS.mkdir(exist_ok=True)
+        if (tmp / "server.log").is_file():
+            shutil.copy(tmp / "server.log", ARTIFACTS / "ui-server.log")
+
+
+@pytest.fixture(scope="module")
+def browser(setup) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={setup['video']}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, setup):
+    """A fresh browser session on /ui/, recording requests that leave the server (there must be none)."""
+    context = browser.new_context(permissions=["camera"], viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.outside = []
+    page.errors = []
+    page.on(
+        "request",
+        lambda r: (
+            page.outside.append(r.url) if not r.url.startswith((setup["url"], "data:", "blob:")) else None
+        ),
+    )
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.goto(f"{setup['url']}/ui/", wait_until="domcontentloaded")  # Gradio never goes network-idle
+    page.wait_for_selector("#mood .et-mood", timeout=30_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def upload(page, path: Path) -> None:
+    """Upload into the snapshot input once the page has cleared it after the previous picture."""
+    page.wait_for_function(
+        "document.querySelector('#photo').innerText.includes('Drop Image Here')", timeout=15_000
+    )
+    page.set_input_files("#photo input[type='file']", str(path))
+
+
+def mood_of(page) -> str:
+    return page.get_attribute("#mood .et-mood", "data-mood") or ""
+
+
+def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
+    assert "No face yet" in page.inner_text("#mood")
+    page.click("#camera button:has-text('Click to Access Webcam')")
+    page.click("#camera button.capture-button", timeout=15_000)  # Record: start streaming
+
+    page.wait_for_selector("#mood .et-mood:not([data-mood=''])", timeout=30_000)
+    mood = mood_of(page)
+    assert mood in EMOTIONS
+    # The annotated frame: a JPEG data URL (never a file URL), one face, a label for it.
+    src = page.get_attribute("#view img", "src")
+    assert src.startswith("data:image/jpeg;base64,")
+    assert re.search(r"\b1 face\b", page.inner_text("#mood"))
+    assert len(page.query_selector_all("#probs .et-bar")) == len(EMOTIONS)
+
+    # The playlist for that mood, and the player holds a local file from the test library.
+    page.wait_for_selector("#playlist li", timeout=10_000)
+    assert page.get_attribute("#playlist .et-playlist", "data-mood") == mood
+    tracks = page.inner_text("#playlist ol")
+    assert len(page.query_selector_all("#playlist li")) == 6
+    assert page.get_attribute("#now-playing .et-now", "data-kind") == "local"
+    page.wait_for_selector("#player audio[src], #player [src*='.wav']", state="attached", timeout=10_000)
+    shot(page, "ui-live")
+
+    # The face leaves: the page says so and keeps the playlist; then it comes back (the video loops).
+    page.wait_for_function(
+        "document.querySelector('#mood').innerText.includes('No face in view')", timeout=15_000
+    )
+    assert page.inner_text("#playlist ol") == tracks and mood_of(page) == mood
+    shot(page, "ui-no-face")
+    page.wait_for_function("/\\b1 face\\b/.test(document.querySelector('#mood').innerText)", timeout=15_000)
+    assert page.inner_text("#playlist ol") == tracks  # the same face, the same mood: no new playlist
+
+    # Next/previous move through the list; uplift makes a new list for the same mood.
+    first = page.inner_text("#now-playing .et-track")
+    page.click("#next")
+    page.wait_for_function(
+        f"document.querySelector('#now-playing .et-track')?.innerText !== {first!r}", timeout=10_000
+    )
+    page.click("#prev")
+    page.wait_for_function(
+        f"document.querySelector('#now-playing .et-track')?.innerText === {first!r}", timeout=10_000
+    )
+    page.click("#strategy label:has-text('uplift')")
+    page.wait_for_selector("#playlist .et-playlist[data-strategy='uplift']", timeout=10_000)
+
+    assert page.outside == [], f"the page fetched from elsewhere: {page.outside}"
+    assert page.errors == []
+    # Camera frames never reached the disk: Gradio's folder holds no picture (only the played audio).
+    assert image_files(setup["gradio_tmp"]) == []
+
+
+def test_snapshot_with_two_faces(page, setup):
+    big, _ = paste(fer_like_face(), size=(480, 760), at=(40, 90), scale=4)  # 192 px
+    small, _ = paste(fer_like_face(), size=(480, 760), at=(480, 150), scale=3)  # 144 px
+    photo = np.where(np.arange(760)[None, :, None] < 400, big, small).astype(np.uint8)
+    path = setup["tmp"] / "two-faces.png"
+    path.write_bytes(encode(photo))
+
+    page.click("#tab-snapshot-button, button[role='tab']:has-text('Snapshot')")
+    upload(page, path)
+    page.wait_for_function(
+        "document.querySelector('#mood').innerText.includes('This picture looks')", timeout=30_000
+    )
+    assert mood_of(page) in EMOTIONS
+    assert "2 faces · mood from the largest face" in page.inner_text("#mood")
+    assert page.get_attribute("#view img", "src").startswith("data:image/jpeg;base64,")
+    page.wait_for_selector("#playlist li", timeout=10_000)
+    shot(page, "ui-snapshot")
+
+    # The other face rule: the mood from the average of both faces.
+    page.click("#rule label:has-text('average')")
+    upload(page, path)
+    page.wait_for_function(
+        "document.querySelector('#mood').innerText.includes('average of all faces')", timeout=30_000
+    )
+
+    # A file that is not a picture gets a friendly message, not a stack trace.
+    bad = setup["tmp"] / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    upload(page, bad)
+    page.wait_for_function(
+        "document.querySelector('#mood').innerText.includes(\"can't be used\")", timeout=30_000
+    )
+    assert "Traceback" not in page.inner_text("body")
+    assert page.outside == [] and page.errors == []
+    # The uploads were read into memory and deleted at once.
+    deadline = time.monotonic() + 5
+    while image_files(setup["gradio_tmp"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert image_files(setup["gradio_tmp"]) == []
