@@ -206,3 +206,18 @@ def test_annotate_draws_on_a_copy_and_marks_the_chosen_face():
     assert thick > thin > 0
     small = annotate(np.zeros((2000, 3000, 3), np.uint8), faces, [0])
     assert max(small.shape[:2]) == 960  # big photos are drawn scaled down
+
+
+def test_the_page_app_serves_offline_with_system_fonts(page, cfg):
+    from fastapi.testclient import TestClient
+
+    from emotune.ui import page_app
+
+    with TestClient(page_app(cfg, engine=page.engine)) as client:
+        index = client.get("/")
+        assert index.status_code == 200 and "emotune" in index.text
+        theme = client.get("/theme.css")
+        assert theme.status_code == 200
+    for text in (index.text, theme.text):
+        assert "fonts.googleapis" not in text and "@font-face" not in text
+    assert "ui-sans-serif" in theme.text
