@@ -174,6 +174,11 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     assert page.get_attribute("#now-playing .et-now", "data-kind") == "local"
     page.wait_for_selector("#player audio[src], #player [src*='.wav']", state="attached", timeout=10_000)
     shot(page, "ui-live")
+    # Auto-advance: the 1.2 s tone plays by itself (autoplay), ends, and the next track comes up.
+    tone = page.inner_text("#now-playing .et-track")
+    page.wait_for_function(
+        f"document.querySelector('#now-playing .et-track')?.innerText !== {tone!r}", timeout=15_000
+    )
 
     # The face leaves: the page says so and keeps the playlist; then it comes back (the video loops).
     page.wait_for_function(
