@@ -76,6 +76,8 @@ CSS = """
 .et-card { border-radius: var(--radius-lg); background: var(--block-background-fill);
   border: 1px solid var(--block-border-color); box-shadow: var(--block-shadow); padding: .7rem .9rem; }
 .et-face { flex: none; display: inline-block; }
+.et-face .et-line { stroke: var(--body-text-color); }
+.et-face .et-dot { fill: var(--body-text-color); }
 .et-view { display: flex; align-items: center; justify-content: center; min-height: 260px; padding: 0;
   overflow: hidden; }
 .et-view img { display: block; width: 100%; height: auto; max-height: 520px; object-fit: contain; }
@@ -238,16 +240,19 @@ _FACE_PARTS = {
 }
 
 
+_ROUND = 'stroke-linecap="round"'
+
+
 def face_svg(mood: str | None, size: int = 56) -> str:
     brows, eye, mouth = _FACE_PARTS.get(mood or "", ("", 2.6, "M20 39 Q28 42 36 39"))
     color = _hex(mood)
     mouth_svg = (
-        f'<path d="{mouth}" fill="none" stroke="#1e293b" stroke-width="2.6" stroke-linecap="round"/>'
+        f'<path class="et-line" d="{mouth}" fill="none" stroke="#1e293b" stroke-width="2.6" {_ROUND}/>'
         if mouth
-        else '<ellipse cx="28" cy="40" rx="5" ry="6.5" fill="#1e293b"/>'
+        else '<ellipse class="et-dot" cx="28" cy="40" rx="5" ry="6.5" fill="#1e293b"/>'
     )
     brows_svg = (
-        f'<path d="{brows}" fill="none" stroke="#1e293b" stroke-width="2.4" stroke-linecap="round"/>'
+        f'<path class="et-line" d="{brows}" fill="none" stroke="#1e293b" stroke-width="2.4" {_ROUND}/>'
         if brows
         else ""
     )
@@ -255,8 +260,8 @@ def face_svg(mood: str | None, size: int = 56) -> str:
         f'<svg class="et-face" width="{size}" height="{size}" viewBox="0 0 56 56" aria-hidden="true">'
         f'<circle cx="28" cy="28" r="26" fill="{color}" fill-opacity=".18" stroke="{color}" '
         'stroke-width="2.5"/>'
-        f'{brows_svg}<circle cx="20" cy="25" r="{eye}" fill="#1e293b"/>'
-        f'<circle cx="36" cy="25" r="{eye}" fill="#1e293b"/>{mouth_svg}</svg>'
+        f'{brows_svg}<circle class="et-dot" cx="20" cy="25" r="{eye}" fill="#1e293b"/>'
+        f'<circle class="et-dot" cx="36" cy="25" r="{eye}" fill="#1e293b"/>{mouth_svg}</svg>'
     )
 
 
