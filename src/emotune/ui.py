@@ -648,6 +648,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
             inputs=[photo, rule, strategy, viewer],
             outputs=[view, bars, mood, *music_out],
             api_name="snapshot",
+            concurrency_limit=int(cfg.serve.get("threads", 2)),  # one big photo must not hold up others
             **hidden,
         ).then(_cleared, None, photo, api_name="clear_snapshot", **hidden)  # ready for the next picture
         strategy.change(page.strategy_changed, [strategy, viewer], music_out, api_name="strategy", **hidden)
