@@ -142,7 +142,9 @@ def training(ctx: Context) -> Section:
             ctx.faces.x, ctx.faces.y, batch_size=batch, shuffle=True, seed=0, drop_remainder=True
         ).repeat()
         timer = BatchEnds()
-        trainer.fit(data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], verbose=0)
+        trainer.fit(
+            data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], shuffle=False, verbose=0
+        )
         t = timer.times
         per_run = [
             batch * steps / (t[warm - 1 + (i + 1) * steps] - t[warm - 1 + i * steps]) for i in range(runs)
@@ -229,7 +231,7 @@ def classifier(ctx: Context) -> Section:
     section.notes += [
         "emotune rows include its preprocessing (crop validation, float conversion); fer rows include fer's "
         "(resize to 64x64, scaling to [-1, 1]). Ratios are against fer's TFLite path, the one FER() uses.",
-        f"batch 1: {len(singles)} faces one call each; batch 64: {sizes.batch64_calls} calls of 64 faces; "
+        f"batch 1: {len(singles)} faces, one call each; batch 64: {sizes.batch64_calls} call(s) of 64 faces; "
         f"median of {sizes.repeats} runs",
         *ctx.peer_note(),
     ]
