@@ -411,18 +411,16 @@ def accuracy(ctx: Context) -> Section:
                 "macro F1": float(f1_score(y, pred, average="macro")),
             }
         )
-    card = (
-        json.loads((ctx.model_dir / "model_card.json").read_text())
-        if (ctx.model_dir / "model_card.json").is_file()
-        else {}
-    )
+    card = ctx.onnx.card
+    held_out = card.get("data", {}).get("evaluation_split") == "test"
+    test_accuracy = card.get("metrics", {}).get("test", {}).get("test_accuracy")
     section.notes += [
         f"{ctx.faces.source}, first {len(y)} rows",
         "PublicTest is this project's validation split (it chose the best epoch), and fer's model may have "
-        "seen it too: the held-out PrivateTest figure is in the model card"
+        "been trained on it: both figures can be optimistic"
         + (
-            f" (test accuracy {card['metrics']['test'].get('test_accuracy')})"
-            if card.get("metrics", {}).get("test")
+            f"; the model card's held-out (PrivateTest) accuracy: {test_accuracy:.4f}"
+            if held_out and test_accuracy
             else ""
         ),
         *ctx.peer_note(),
@@ -473,6 +471,25 @@ def targets(ctx: Context, errors: int) -> Section:
             add("/analyze p99 ms, 10 clients", "< 100", row["p99_ms"], (row["p99_ms"] or 1e9) < 100)
     add("errors (failed sections + failed requests)", "0", errors, errors == 0)
     return section
+
+
+def describe_model(path: Path) -> str:
+    """The model file, its size and what its card says it is."""
+    card_path = path.parent / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    info = card.get("model", {})
+    what = ", ".join(
+        str(v)
+        for v in (
+            info.get("architecture"),
+            info.get("parameters") and f"{info['parameters']:,} parameters",
+            info.get("onnx_precision") and f"{info['onnx_precision']} ONNX weights",
+            card.get("mlflow", {}).get("run_id") and f"MLflow run {card['mlflow']['run_id']}",
+        )
+        if v
+    )
+    shown = path.resolve().relative_to(common.REPO) if path.resolve().is_relative_to(common.REPO) else path
+    return f"{shown} ({path.stat().st_size / 1e6:.1f} MB{'; ' + what if what else ''})"
 
 
 def render(report: dict[str, Any], sections: list[Section]) -> str:
@@ -570,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "machine": m,
         "busy": m["load_average_at_start"][0] > 0.5 * (m["cores"] or 1),
-        "model": f"{model_path} ({model_path.stat().st_size / 1e6:.1f} MB)",
+        "model": describe_model(model_path),
         "faces": faces.source,
         "fer": peer_status,
         "fer_version": peer.version if peer else None,
