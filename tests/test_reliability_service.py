@@ -40,6 +40,8 @@ LIMITS = f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS}
 FUZZ_EXAMPLES = int(os.environ.get("EMOTUNE_FUZZ_EXAMPLES", "50"))  # per API operation
 SOAK_SECONDS = float(os.environ.get("EMOTUNE_SOAK_SECONDS", "20"))
 SOAK_CLIENTS = int(os.environ.get("EMOTUNE_SOAK_CLIENTS", "8"))
+TRAFFIC_TIMEOUT = 8  # seconds; BentoML holds per-request state this long (see the soak test)
+WARM_SECONDS = TRAFFIC_TIMEOUT + 4
 
 
 class Server:
@@ -71,6 +73,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=LIMITS,
         EMOTUNE_THREADS="4",
+        BENTOML_CONFIG_OPTIONS=f"services.emotune.traffic.timeout={TRAFFIC_TIMEOUT}",
     )
     with serving("service:Emotune", env, tmp / "server.log") as url:
         yield Server(url)
@@ -355,7 +358,13 @@ def test_listens_on_localhost_only_by_default(server):
 
 def test_soak_concurrent_load_without_errors_or_memory_growth(server):
     """SOAK_CLIENTS threads for SOAK_SECONDS (EMOTUNE_SOAK_SECONDS, default 20) mixing every endpoint and bad
-    uploads; zero unexpected answers, and the server's memory (RSS of all its processes) stays flat."""
+    uploads, after WARM_SECONDS of the same load; zero unexpected answers, and the server's memory (RSS of all
+    its processes) stays flat once warm.
+
+    Warm means past BentoML's traffic timeout: its TimeoutMiddleware keeps each request's tracing context
+    alive for that long (a timer it never cancels), so RSS climbs for one timeout and then stays level. The
+    module's server runs with an 8 s timeout (60 s in conf) so that this plateau comes within the test.
+    """
     frame = encode(paste(fer_like_face(), scale=3)[0])
     crops = np.random.default_rng(5).integers(0, 256, (4, 48, 48), dtype=np.uint8).tolist()
     requests = [
@@ -365,49 +374,51 @@ def test_soak_concurrent_load_without_errors_or_memory_growth(server):
         ("bad upload", 415, lambda c: analyze(c, b"not an image at all")),
         ("health", 200, lambda c: c.get("/health")),
     ]
+    results, errors = [], []
+    begin = time.monotonic()
+    warm, deadline = begin + WARM_SECONDS, begin + WARM_SECONDS + SOAK_SECONDS
 
-    def run(seconds: float, results: list, errors: list) -> None:
+    def client_loop() -> None:
         with httpx.Client(base_url=server.url, timeout=30) as c:
-            deadline, i = time.monotonic() + seconds, threading.get_ident()
-            while time.monotonic() < deadline:
+            i = threading.get_ident()
+            while (now := time.monotonic()) < deadline:
                 name, status, call = requests[i % len(requests)]
                 i += 1
-                start = time.perf_counter()
                 try:
                     got = call(c).status_code
                 except httpx.HTTPError as err:
                     got = repr(err)
-                results.append((name, time.perf_counter() - start))
+                if now >= warm:  # the soak proper; warm-up answers are checked too
+                    results.append((name, time.monotonic() - now))
                 if got != status:
                     errors.append((name, got))
 
-    def load(seconds: float) -> tuple[list, list, list[int]]:
-        results, errors, rss = [], [], []
-        threads = [threading.Thread(target=run, args=(seconds, results, errors)) for _ in range(SOAK_CLIENTS)]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            rss.append(server.rss())
-            time.sleep(0.5)
-        return results, errors, rss
+    threads = [threading.Thread(target=client_loop) for _ in range(SOAK_CLIENTS)]
+    for t in threads:
+        t.start()
+    rss = []  # (seconds into the soak proper, bytes)
+    while any(t.is_alive() for t in threads):
+        rss.append((time.monotonic() - warm, server.rss()))
+        time.sleep(0.5)
+    for t in threads:
+        t.join()
 
-    load(3)  # warm-up: thread pools, onnxruntime arenas, first-use allocations
-    rss_start = server.rss()
-    results, errors, rss = load(SOAK_SECONDS)
-    rss_end = server.rss()
+    soak = [b for t, b in rss if t >= 0]
+    rss_start, rss_end, rss_cold = soak[0], rss[-1][1], rss[0][1]
     latencies = sorted(t for _, t in results)
     mib = 1 / 2**20
     print(
-        f"\nsoak: {SOAK_CLIENTS} clients x {SOAK_SECONDS:.0f} s: {len(results)} requests "
-        f"({len(results) / SOAK_SECONDS:.1f}/s; {dict(Counter(n for n, _ in results))}), "
-        f"{len(errors)} errors, "
-        f"latency p50 {1000 * statistics.median(latencies):.0f} ms p95 "
-        f"{1000 * latencies[int(0.95 * len(latencies))]:.0f} ms; RSS {rss_start * mib:.0f} -> "
-        f"{rss_end * mib:.0f} MiB (max {max(rss) * mib:.0f} MiB)"
+        f"\nsoak: {SOAK_CLIENTS} clients x {SOAK_SECONDS:.0f} s after {WARM_SECONDS:.0f} s warm-up: "
+        f"{len(results)} requests ({len(results) / SOAK_SECONDS:.1f}/s; "
+        f"{dict(Counter(n for n, _ in results))}), {len(errors)} errors, latency p50 "
+        f"{1000 * statistics.median(latencies):.0f} ms "
+        f"p95 {1000 * latencies[int(0.95 * len(latencies))]:.0f} ms; RSS {rss_cold * mib:.0f} MiB cold, "
+        f"{rss_start * mib:.0f} -> {rss_end * mib:.0f} MiB during the soak "
+        f"(max {max(soak) * mib:.0f} MiB)"
     )
     assert errors == [], Counter(errors).most_common(5)
     assert len(results) >= 10 * SOAK_SECONDS  # it really was under load
-    assert rss_end - rss_start < max(64 * 2**20, 0.15 * rss_start), "memory grew under steady load"
+    assert rss_end - rss_start < 32 * 2**20, "memory grew under steady load"
 
 
 # --- a damaged model at start ----------------------------------------------------------------------------
