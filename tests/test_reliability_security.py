@@ -84,9 +84,11 @@ def find_secrets(root: Path, names: list[str]) -> list[tuple[str, int, str]]:
     for name in names:
         if SECRET_FILES.search(name):
             found.append((name, 0, "credential file"))
-        data = (root / name).read_bytes()
-        if b"\0" in data[:8192]:  # binary (model weights, images): not where a pasted key lives
-            continue
+        with open(root / name, "rb") as f:
+            head = f.read(8192)
+            if b"\0" in head:  # binary (model weights, images): not where a pasted key lives
+                continue
+            data = head + f.read()
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
             found += [
                 (name, number, kind) for kind, pattern in SECRET_PATTERNS.items() if pattern.search(line)
