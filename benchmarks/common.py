@@ -124,6 +124,23 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """The fraction of the machine's CPU time spent busy over the next `seconds`, while this process sleeps:
+    the work of others, which would make the figures incomparable (a load average lags by minutes)."""
+
+    def sample() -> tuple[int, int]:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (idle1 - idle0) / max(1, total1 - total0), 3)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (they mean little without it), and how busy it was at the start."""
     from emotune.training import resolve_precision
@@ -139,6 +156,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "cpu_busy_at_start": cpu_busy(),
         "versions": {p: v for p in packages if (v := _version(p))},
     }
 
