@@ -124,21 +124,36 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """The fraction of the machine's CPU time spent busy over the next `seconds`, while this process sleeps:
-    the work of others, which would make the figures incomparable (a load average lags by minutes)."""
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; steal counts as busy)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
-    def sample() -> tuple[int, int]:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
 
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(1 - (idle1 - idle0) / max(1, total1 - total0), 3)
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the `bentoml serve` trees)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    """How much of the machine other processes used while the benchmarks ran: the busy CPU time of the
+    machine minus our own (this process, its load client, and the servers it started and stopped)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        try:
+            self.busy0, self.own0 = _busy_cpu_seconds(), _own_cpu_seconds()
+        except (OSError, ValueError, IndexError):
+            self.busy0 = None
+
+    def others(self) -> float | None:
+        """The share of all cores' time used by others since the watch started (0..1), None if unknown."""
+        if self.busy0 is None:
+            return None
+        wall = (time.monotonic() - self.start) * (os.cpu_count() or 1)
+        others = (_busy_cpu_seconds() - self.busy0) - (_own_cpu_seconds() - self.own0)
+        return round(min(1.0, max(0.0, others / wall)), 3) if wall > 0 else None
 
 
 def machine() -> dict[str, Any]:
@@ -156,7 +171,6 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "cpu_busy_at_start": cpu_busy(),
         "versions": {p: v for p in packages if (v := _version(p))},
     }
 
