@@ -252,3 +252,15 @@ def test_history_records_and_curves(tmp_path):
     ]
     training.plot_training_curves(records, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_without_augmentation_trains_the_model_directly():
+    x, y = faces(8)
+    model = build_model(TINY_MODEL)
+    trainer = training.training_model(
+        model, {"learning_rate": 1e-3, "epochs": 1, "augment": {"enabled": False}}, steps_per_epoch=1
+    )
+    assert [layer.name for layer in trainer.layers if layer.name == "augment"] == []
+    before = [w.copy() for w in model.get_weights()]
+    trainer.train_on_batch(to_model_input(x), datasets.one_hot(y))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))

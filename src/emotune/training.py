@@ -111,7 +111,8 @@ def training_model(
     """`model` behind the augmenter, compiled: what `fit` trains. `model` itself stays augmentation-free."""
     augmenter = make_augmenter(train_cfg.get("augment", {}), seed=seed)
     inputs = keras.Input(shape=model.input_shape[1:], name="face")
-    trainer = keras.Model(inputs, model(augmenter(inputs)), name="trainer")
+    # An empty Sequential cannot be built (augment.enabled=false): then the faces go straight in.
+    trainer = keras.Model(inputs, model(augmenter(inputs) if augmenter.layers else inputs), name="trainer")
     trainer.compile(
         optimizer=make_optimizer(train_cfg, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(
@@ -346,12 +347,24 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], path: Path | st
 # --- The train stage ------------------------------------------------------------------------------------
 
 
-def _training_rows(x: np.ndarray, y: np.ndarray, cap: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """All rows, or a seeded random `cap` of them (quick runs; the classes keep their proportions)."""
-    if not cap or cap >= len(x):
-        return x, y
-    keep = np.sort(np.random.default_rng(seed).permutation(len(x))[: int(cap)])
-    return x[keep], y[keep]
+def _training_rows(n_rows: int, cap: int | None, seed: int) -> np.ndarray:
+    """Indices of all rows, or a seeded random `cap` of them (quick runs; classes keep their proportions)."""
+    if not cap or cap >= n_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).permutation(n_rows)[: int(cap)])
+
+
+def training_targets(train_cfg: Mapping[str, Any], labels: np.ndarray) -> np.ndarray | None:
+    """Soft targets (N, 7) for `train.soft_labels=ferplus`; None means one-hot labels."""
+    mode = str(train_cfg.get("soft_labels", "none"))
+    if mode == "none":
+        return None
+    if mode != "ferplus":
+        raise ValueError(f"train.soft_labels={mode!r}: expected none or ferplus")
+    from emotune.data.ferplus import load_votes, soft_targets
+
+    votes = load_votes(train_cfg["ferplus_path"], usage="Training")
+    return soft_targets(labels, votes, float(train_cfg.get("soft_label_weight", 0.5)))
 
 
 def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str = "auto") -> dict[str, Any]:
@@ -366,8 +379,6 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     from emotune.model import build_model
 
     train_cfg = cfg.train
-    if train_cfg.get("soft_labels", "none") != "none":
-        raise ValueError(f"train.soft_labels={train_cfg.soft_labels!r} is not implemented: use none")
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     scope = distribution_scope(str(train_cfg.strategy))
     seed = int(cfg.seed)
@@ -381,7 +392,10 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
 
     prepared_dir = Path(cfg.paths.prepared)
     splits = load_prepared(prepared_dir)
-    x_train, y_train = _training_rows(*splits["train"], train_cfg.get("max_train_rows"), seed)
+    x_all, y_all = splits["train"]
+    targets = training_targets(train_cfg, y_all)
+    rows = _training_rows(len(y_all), train_cfg.get("max_train_rows"), seed)
+    x_train, y_train = x_all[rows], y_all[rows]
     x_val, y_val = splits["validation"]
     report_path = prepared_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
@@ -395,6 +409,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
         shuffle=True,
         seed=seed,
         shuffle_buffer=train_cfg.get("shuffle_buffer"),
+        targets=None if targets is None else targets[rows],
         drop_remainder=True,
     )
     val_data = datasets.make_dataset(x_val, y_val, batch_size=batch_size)
@@ -411,6 +426,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     print(
         f"train: {len(x_train)} rows, validation: {len(x_val)} rows, {steps} steps/epoch, "
         f"precision {precision}, strategy {train_cfg.strategy}, "
+        f"soft labels {train_cfg.get('soft_labels', 'none')}, "
         f"model {cfg.model.name} ({model.count_params():,} parameters)"
         + (" [SYNTHETIC DATA]" if cfg.data.synthetic else "")
     )
