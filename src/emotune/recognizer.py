@@ -43,6 +43,9 @@ class OnnxBackend:
         options.log_severity_level = 3
         if threads:  # 0: onnxruntime uses every core
             options.intra_op_num_threads = int(threads)
+        # Spinning workers burn the cores between calls that the face detector and the other request threads
+        # need: a live page calls once per frame, so sleeping threads are faster overall (benchmarks/ README).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         spec = self.session.get_inputs()[0]
         if list(spec.shape[1:]) != [FACE_SIZE, FACE_SIZE, 1]:
