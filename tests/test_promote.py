@@ -215,7 +215,9 @@ def test_export_precisions_sizes_and_agreement(tmp_path):
     y = np.random.default_rng(4).integers(0, 7, 32)
     sizes = {}
     for precision in ("float32", "float16", "int8"):
-        files = registry.export_serving_files(model, tmp_path / precision, precision, keep_keras_max_mb=0)
+        files = registry.export_serving_files(
+            model, tmp_path / precision, precision, keep_keras_max_mb=0, calibration_faces=x
+        )
         assert "model.keras" not in files and not (tmp_path / precision / "model.keras").exists()
         sizes[precision] = files["emotune.onnx"].stat().st_size
         check = registry.export_accuracy(files["reference"], files["emotune.onnx"], x, y)
@@ -226,6 +228,8 @@ def test_export_precisions_sizes_and_agreement(tmp_path):
     assert sizes["int8"] < sizes["float16"]
     with pytest.raises(ValueError, match="onnx_precision"):
         registry.export_serving_files(model, tmp_path / "bad", "bfloat8")
+    with pytest.raises(ValueError, match="calibration"):
+        registry.export_serving_files(model, tmp_path / "uncalibrated", "int8")
 
 
 def test_publish_moves_files_in_and_drops_stale_ones(tmp_path):
