@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,30 +17,29 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.common import REPO
+from emotune.serve_process import Served, bentoml_serve, serve_env
 
 READY_TIMEOUT_S = 180
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
-    url: str
-    process: subprocess.Popen
-    started_s: float  # seconds until /readyz answered 200
-    log: Path
+    served: Served
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    @property
+    def started_s(self) -> float:
+        return self.served.started_s
 
     def tree(self) -> list[int]:
         """The server's process and all its descendants (BentoML runs the service in worker processes)."""
         import psutil
 
         try:
-            root = psutil.Process(self.process.pid)
+            root = psutil.Process(self.served.process.pid)
             return [root.pid, *(p.pid for p in root.children(recursive=True))]
         except psutil.NoSuchProcess:
             return []
@@ -69,55 +63,16 @@ class Server:
 def serving(model_dir: Path, adaptive_batching: bool, log_dir: Path) -> Iterator[Server]:
     """`bentoml serve` of this repository's service with the model in `model_dir` (EMOTUNE_MODEL_DIR) and
     adaptive batching of /classify on or off (serve.adaptive_batching), in a BentoML home of its own."""
-    port = free_port()
-    log = log_dir / f"bentoml-serve-batching-{'on' if adaptive_batching else 'off'}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
-    home = tempfile.mkdtemp(prefix="emotune-bench-bentoml-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
-    env.update(
-        BENTOML_HOME=home,
-        BENTOML_DO_NOT_TRACK="true",
-        GRADIO_ANALYTICS_ENABLED="False",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()),
-        EMOTUNE_OVERRIDES=f"serve.adaptive_batching={str(adaptive_batching).lower()}",
-    )
-    command = [sys.executable, "-m", "bentoml", "serve", "service:Emotune", "--host", "127.0.0.1"]
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped whole, workers included
+    log = log_dir / f"bentoml-serve-batching-{'on' if adaptive_batching else 'off'}.log"
+    with tempfile.TemporaryDirectory(prefix="emotune-bench-bentoml-") as home:
+        env = serve_env(
+            home,
+            EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()),
+            EMOTUNE_OVERRIDES=f"serve.adaptive_batching={str(adaptive_batching).lower()}",
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() - start > READY_TIMEOUT_S:
-                raise TimeoutError(
-                    f"bentoml serve not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
-                )
-            time.sleep(0.25)
-        yield Server(url, proc, time.monotonic() - start, log)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+        with bentoml_serve("service:Emotune", env, log, READY_TIMEOUT_S, host="127.0.0.1") as served:
+            yield Server(served)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import psutil
 import pytest
 from PIL import Image
 from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
-from test_service import base_env, free_port, serving
+
+from emotune.serve_process import bentoml_serve, free_port, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +69,15 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("reliability")
-    env = base_env(
+    env = serve_env(
         tmp / "bentoml",
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=LIMITS,
         EMOTUNE_THREADS="4",
         BENTOML_CONFIG_OPTIONS=f"services.emotune.traffic.timeout={TRAFFIC_TIMEOUT}",
     )
-    with serving("service:Emotune", env, tmp / "server.log") as url:
-        yield Server(url)
+    with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
+        yield Server(served.url)
     log = (tmp / "server.log").read_text()
     assert " (status=5" not in log, "the server answered 5xx (see its log)"
 
@@ -434,7 +435,7 @@ def test_a_tampered_model_stops_bentoml_serve_with_the_file_and_the_fix(tmp_path
     onnx = bytearray((bad / "emotune.onnx").read_bytes())
     onnx[len(onnx) // 2] ^= 0xFF  # one flipped bit-pattern in the weights: the file still parses
     (bad / "emotune.onnx").write_bytes(bytes(onnx))
-    env = base_env(tmp_path / "bentoml", EMOTUNE_MODEL_DIR=str(bad))
+    env = serve_env(tmp_path / "bentoml", EMOTUNE_MODEL_DIR=str(bad))
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service:Emotune", "--port", str(free_port())],
         cwd=TESTS.parent,

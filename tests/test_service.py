@@ -5,13 +5,8 @@ every kind of bad input, concurrency. (Serving from source, `bentoml serve servi
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +18,7 @@ import yaml
 from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
 from emotune.recognizer import EmotionRecognizer
+from emotune.serve_process import bentoml_serve, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,55 +27,6 @@ MAX_BYTES, MAX_PIXELS, MAX_CROPS = 1_000_000, 4_000_000, 16
 LIMITS = (
     f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS} serve.max_batch_size={MAX_CROPS}"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
-    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true", GRADIO_ANALYTICS_ENABLED="False")
-    env.update(extra)
-    return env
-
-
-@contextlib.contextmanager
-def serving(target: str, env: dict[str, str], log: Path, timeout: float = 90) -> Iterator[str]:
-    """`bentoml serve target` in its own process group; yields the base URL once /readyz answers 200."""
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bentoml serve not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +39,7 @@ def bento(model_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """`bentoml build` of this checkout into a BentoML home of this module only, whose store holds the tiny
     model imported by the promote stage's own function: (the built bento's folder, the environment)."""
     home = tmp_path_factory.mktemp("bentoml")
-    env = base_env(home)
+    env = serve_env(home)
     code = (
         "import json, sys; from emotune.registry import import_to_bentoml;"
         "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
@@ -117,8 +64,8 @@ def server(bento, tmp_path_factory) -> Iterator[str]:
     """The built bento, served (`bentoml serve emotune:latest`) with small limits for the bad-input tests."""
     _, env = bento
     env = {**env, "EMOTUNE_OVERRIDES": LIMITS, "EMOTUNE_THREADS": "4"}
-    with serving("emotune:latest", env, tmp_path_factory.mktemp("serve") / "server.log") as url:
-        yield url
+    with bentoml_serve("emotune:latest", env, tmp_path_factory.mktemp("serve") / "server.log") as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 from serving_helpers import encode, fer_like_face, paste, tiny_model_dir
-from test_service import base_env, serving
 
 from emotune.labels import EMOTIONS
+from emotune.serve_process import bentoml_serve, serve_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -77,15 +77,15 @@ def setup(tmp_path_factory) -> Iterator[dict]:
     gradio_tmp = tmp / "gradio"
     gradio_tmp.mkdir()
     overrides = f"music.library_dir={library} music.local_bonus=0.5 ui.smoothing.no_face_s={NO_FACE_S} ui.k=6"
-    env = base_env(
+    env = serve_env(
         tmp / "bentoml",
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=overrides,
         GRADIO_TEMP_DIR=str(gradio_tmp),
     )
     try:
-        with serving("service:Emotune", env, tmp / "server.log") as url:
-            yield {"url": url, "video": video, "gradio_tmp": gradio_tmp, "tmp": tmp}
+        with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
+            yield {"url": served.url, "video": video, "gradio_tmp": gradio_tmp, "tmp": tmp}
     finally:  # the server's log beside the screenshots, to see what happened
         ARTIFACTS.mkdir(exist_ok=True)
         if (tmp / "server.log").is_file():

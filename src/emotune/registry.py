@@ -6,8 +6,8 @@
 2. its logged Keras model is registered as `tracking.registered_model` and the alias `champion` moved to it;
 3. the model is exported to ONNX (float16 weights by default: half the size, the same speed on CPU since
    onnxruntime folds the casts back to float32 at load; or int8, statically quantised with ranges calibrated
-   on training faces: half that size again and about twice as fast) and its validation accuracy is measured against the
-   float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop` points;
+   on training faces: half that size again and about twice as fast) and its validation accuracy is measured
+   against the float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop` points;
 4. models/ gets emotune.onnx (+ model.keras when small), model_card.json and MODEL_CARD.md, written in a
    temporary folder and moved in file by file (card last), and the serving files are logged to the run;
 5. the folder is imported into the BentoML model store as `promote.bentoml_model` (`bentoml build` packs it).

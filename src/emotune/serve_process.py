@@ -1,0 +1,92 @@
+"""`bentoml serve` of this repository in a child process, for the tests and the benchmarks.
+
+One place knows how to start it (its own process group and BentoML home, no EMOTUNE_* settings leaking in
+from the caller's environment), wait until /readyz answers, and stop it with all its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_env(bentoml_home: Path | str, **extra: str) -> dict[str, str]:
+    """The caller's environment minus EMOTUNE_* settings, plus a BentoML home, no telemetry, `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
+    env.update(
+        BENTOML_HOME=str(bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+        GRADIO_ANALYTICS_ENABLED="False",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen
+    started_s: float  # seconds until /readyz answered 200
+    log: Path
+
+
+@contextlib.contextmanager
+def bentoml_serve(
+    target: str, env: dict[str, str], log: Path, timeout: float = 90, host: str | None = None
+) -> Iterator[Served]:
+    """`bentoml serve target` on a free port; yields once /readyz answers 200, stops it after.
+
+    Without `host` the service's own configuration chooses where it listens (what the tests check). A server
+    that exits or is not ready in `timeout` seconds raises with the end of its log.
+    """
+    port = free_port()
+    where = ["--host", host] if host else []
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", target, *where, "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped whole, workers included
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"bentoml serve not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield Served(url, proc, time.monotonic() - start, log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
