@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotune.data import DataValidationError, evaluation_split, load_prepared, prepare, synthesize
+from emotune.data import DataValidationError, load_prepared, prepare, synthesize
+from emotune.evaluation import SPLIT_NOTES, choose_split
 from emotune.labels import EMOTIONS
 
 
@@ -44,7 +45,8 @@ def test_prepare_writes_arrays_report_and_plot(tmp_path: Path, synthetic_csv: Pa
     assert report["missing_splits"] == [] and report["evaluation_split"] == "test"
     assert report["source_sha256"] == hashlib.sha256(synthetic_csv.read_bytes()).hexdigest()
     assert (out / "class_distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert evaluation_split(out) == ("test", "evaluating on PrivateTest (test)")
+    assert choose_split(load_prepared(out)) == ("test", SPLIT_NOTES["test"])
+    assert report["notes"] == ["SYNTHETIC data (procedurally drawn faces): not a FER2013 result"]
     assert not list(tmp_path.glob(".prepared*"))  # no temp or backup directory left behind
 
 
@@ -84,8 +86,8 @@ def test_missing_private_test_rows_means_no_test_file_and_an_explicit_fallback(
     assert not (out / "test.npz").exists()
     assert list(load_prepared(out)) == ["train", "validation"]
     assert report["missing_splits"] == ["test"] and report["evaluation_split"] == "validation"
-    split, note = evaluation_split(out)
-    assert split == "validation" and note == "no PrivateTest rows: evaluating on PublicTest (validation)"
+    split, note = choose_split(load_prepared(out))
+    assert split == "validation" and "no PrivateTest rows" in note and "optimistic" in note
     assert note in report["notes"]
 
 
@@ -139,7 +141,7 @@ def test_real_fer2013_from_shared(shared_data: Path, tmp_path: Path) -> None:
     assert report["counts"]["train"]["total"] == 28709 and report["counts"]["validation"]["total"] == 3589
     assert report["source_sha256"] == "2175e825f65181655b81fb44f6890332ad1e8edcfe5512fc473d283a0f687388"
     assert report["missing_splits"] == ["test"]
-    assert evaluation_split(tmp_path / "prepared")[0] == "validation"
+    assert report["evaluation_split"] == "validation"
     x, y = load_prepared(tmp_path / "prepared")["validation"]
     assert x.shape == (3589, 48, 48) and np.bincount(y).tolist() == readme["validation"]
     assert elapsed < 120  # a generous bound for a loaded CI machine; typically ~10 s

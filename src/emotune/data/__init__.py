@@ -1,8 +1,7 @@
 """FER2013 data: load and validate both public formats, synthesize test data, prepare per-split arrays.
 
-from emotune.data import load_prepared, evaluation_split
+from emotune.data import load_prepared
 splits = load_prepared("artifacts/prepared")      # {"train": (x, y), "validation": (x, y)[, "test": ...]}
-split, note = evaluation_split("artifacts/prepared")  # ("validation", "no PrivateTest rows: ...")
 """
 
 from emotune.data.fer2013 import (
@@ -14,7 +13,7 @@ from emotune.data.fer2013 import (
     load_csv,
     load_image_folder,
 )
-from emotune.data.prepare import evaluation_split, load_prepared, prepare, save_npz
+from emotune.data.prepare import load_prepared, prepare, save_npz
 from emotune.data.synthetic import synthesize
 
 __all__ = [
@@ -22,7 +21,6 @@ __all__ = [
     "USAGE_TO_SPLIT",
     "DataValidationError",
     "Fer2013",
-    "evaluation_split",
     "load",
     "load_csv",
     "load_image_folder",

@@ -22,7 +22,7 @@ def format_counts(counts: dict[str, dict[str, int]]) -> str:
 
 def _validate(args: Any) -> int:
     from emotune.data.fer2013 import SPLITS, DataValidationError, load
-    from emotune.data.prepare import NO_TEST_NOTE
+    from emotune.evaluation import SPLIT_NOTES
 
     try:
         data = load(args.path, progress=not args.quiet)
@@ -34,7 +34,8 @@ def _validate(args: Any) -> int:
     print(format_counts(counts))
     missing = [s for s in SPLITS if s not in counts]
     if missing:
-        print(f"missing splits: {', '.join(missing)}" + (f" ({NO_TEST_NOTE})" if "test" in missing else ""))
+        note = f" ({SPLIT_NOTES['validation']})" if "test" in missing else ""
+        print(f"missing splits: {', '.join(missing)}{note}")
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from emotune.data.fer2013 import SPLITS, Fer2013, load, sha256_of
+from emotune.evaluation import choose_split
 from emotune.labels import EMOTIONS
 from emotune.preprocess import FACE_SIZE
 
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 REPORT = "report.json"
 PLOT = "class_distribution.png"
-NO_TEST_NOTE = "no PrivateTest rows: evaluating on PublicTest (validation)"
-TEST_NOTE = "evaluating on PrivateTest (test)"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold; any fixed value makes the bytes stable
 
 
@@ -63,17 +62,11 @@ def load_prepared(prepared_dir: Path | str) -> dict[str, tuple[np.ndarray, np.nd
     return out
 
 
-def evaluation_split(prepared_dir: Path | str) -> tuple[str, str]:
-    """(split, note): "test" (PrivateTest) when prepared, else "validation" with a note saying so."""
-    if (Path(prepared_dir) / "test.npz").is_file():
-        return "test", TEST_NOTE
-    return "validation", NO_TEST_NOTE
-
-
 def build_report(data: Fer2013, raw_path: Path | str, synthetic: bool, sha256: str) -> dict[str, Any]:
     counts = data.counts()
     missing = [s for s in SPLITS if s not in counts]
-    notes = [NO_TEST_NOTE] if "test" in missing else []
+    split, note = choose_split(counts)  # what the evaluate stage will use, and why
+    notes = [note] if split != "test" else []
     if synthetic:
         notes.insert(0, "SYNTHETIC data (procedurally drawn faces): not a FER2013 result")
     return {
@@ -86,7 +79,7 @@ def build_report(data: Fer2013, raw_path: Path | str, synthetic: bool, sha256: s
         "rows": len(data.y),
         "counts": counts,
         "missing_splits": missing,
-        "evaluation_split": "test" if "test" in counts else "validation",
+        "evaluation_split": split,
         "notes": notes,
     }
 
