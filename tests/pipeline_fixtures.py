@@ -46,20 +46,23 @@ class SmokePipeline:
         return self.root / relative
 
 
-def copy_working_tree(src: Path, dest: Path) -> None:
-    """Tracked and untracked-but-not-ignored files, as they are now (uncommitted edits included)."""
+def repository_files(root: Path) -> list[str]:
+    """What git tracks or would add (tracked + untracked, not ignored) and exists in the working tree."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=src,
+        cwd=root,
         capture_output=True,
         check=True,
     ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = src / name
-        if source.is_file():  # listed but deleted in the working tree: skip
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    return [name for name in listed.split("\0") if name and (root / name).is_file()]
+
+
+def copy_working_tree(src: Path, dest: Path) -> None:
+    """Tracked and untracked-but-not-ignored files, as they are now (uncommitted edits included)."""
+    for name in repository_files(src):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / name, target)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_fixtures import repository_files
 
 from emotune.analyze_commands import serve_settings
 from emotune.config import compose
@@ -65,17 +66,6 @@ SECRET_PATTERNS = {
     "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
 }
 SECRET_FILES = re.compile(r"(?:^|/)(?:kaggle\.json|\.env|id_rsa|id_ed25519|[^/]*\.pem|credentials\.json)$")
-
-
-def repository_files(root: Path) -> list[str]:
-    """What git tracks or would add (tracked + untracked, not ignored), as git lists them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=root,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return [name for name in listed.split("\0") if name and (root / name).is_file()]
 
 
 def find_secrets(root: Path, names: list[str]) -> list[tuple[str, int, str]]:
