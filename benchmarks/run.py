@@ -289,8 +289,9 @@ def end_to_end(ctx: Context) -> Section:
     section.notes += [
         f"{sizes.frames} frames per row, median of {sizes.repeats} passes; {common.face_size_note()}; "
         f"faces: {ctx.faces.source}",
-        "recall: true faces with a detection of IoU >= 0.3; both use OpenCV's Haar cascade with their own "
-        "settings (emotune: half-size frame, min face 40 px; fer: full size, min face 50 px)",
+        "recall: true faces with a detection of IoU >= 0.3; both use OpenCV's Haar cascades with their own "
+        "settings (emotune: frontalface_alt2 on a 0.6x frame, min face 40 px; fer: frontalface_default at "
+        "full size, min face 50 px)",
         *ctx.peer_note(),
     ]
     return section
