@@ -1,0 +1,40 @@
+"""The model a fresh clone serves: it loads (its hashes match its card), it stays within the size budget, and
+on the development data it scores exactly what its card and the README say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emotune.cli import main
+from emotune.labels import EMOTIONS
+from emotune.recognizer import EmotionRecognizer
+
+MAX_BUNDLE_MB = 25
+
+
+@pytest.fixture(scope="module")
+def card(repo_root) -> dict:
+    return json.loads((repo_root / "models" / "model_card.json").read_text())
+
+
+def test_the_bundled_model_loads_and_fits_the_budget(repo_root, card):
+    recognizer = EmotionRecognizer.load(repo_root / "models")  # refuses files the card does not hash to
+    assert recognizer.card == card and card["labels"] == list(EMOTIONS)
+    onnx = repo_root / "models" / "emotune.onnx"
+    assert onnx.stat().st_size <= MAX_BUNDLE_MB * 1e6
+    assert card["files"]["emotune.onnx"]["bytes"] == onnx.stat().st_size
+    # the export check compared the shipped file with the float32 network on the validation split
+    assert card["export_check"]["accuracy_drop_points"] <= card["export_check"]["max_accuracy_drop"]
+
+
+def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_data, capsys):
+    data = shared_data / "fer2013" / "fer2013.csv.gz"
+    model = repo_root / "models" / "emotune.onnx"
+    assert main(["evaluate", "--data", str(data), "--model", str(model), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["split"] == "validation" and printed["n"] == 3589  # PublicTest: no PrivateTest rows here
+    assert printed["accuracy"] == pytest.approx(card["metrics"]["test"]["test_accuracy"], abs=1e-6)
+    assert printed["accuracy"] == pytest.approx(card["export_check"]["accuracy_exported"], abs=1e-6)
+    assert printed["macro_f1"] == pytest.approx(card["metrics"]["test"]["test_macro_f1"], abs=1e-6)
