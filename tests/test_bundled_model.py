@@ -35,6 +35,10 @@ def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_dat
     assert main(["evaluate", "--data", str(data), "--model", str(model), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["split"] == "validation" and printed["n"] == 3589  # PublicTest: no PrivateTest rows here
-    assert printed["accuracy"] == pytest.approx(card["metrics"]["test"]["test_accuracy"], abs=1e-6)
+    # the shipped file scores what the promote stage measured for it ...
     assert printed["accuracy"] == pytest.approx(card["export_check"]["accuracy_exported"], abs=1e-6)
-    assert printed["macro_f1"] == pytest.approx(card["metrics"]["test"]["test_macro_f1"], abs=1e-6)
+    # ... within the allowed export loss of the float32 network the evaluate stage scored
+    check = card["export_check"]
+    float32 = card["metrics"]["test"]["test_accuracy"]
+    assert check["accuracy_float32"] == pytest.approx(float32, abs=1e-6)
+    assert 100 * (float32 - printed["accuracy"]) <= check["max_accuracy_drop"]
