@@ -151,6 +151,17 @@ def test_model_card_labels_must_match(model_dir, tmp_path):
         EmotionRecognizer.load(tmp_path)
 
 
+def test_detector_settings_come_from_the_serve_config(model_dir):
+    from emotune.config import compose
+
+    settings = ["serve.min_face_size=60", "serve.detector_scale_factor=1.2"]
+    cfg = compose([f"serve.model_dir={model_dir}", *settings])
+    detector = EmotionRecognizer.from_config(cfg.serve).detector
+    assert (detector.min_face_size, detector.scale_factor) == (60, 1.2)
+    default = EmotionRecognizer.from_config(compose([f"serve.model_dir={model_dir}"]).serve).detector
+    assert (default.min_face_size, default.scale_factor) == (40, 1.1)
+
+
 def test_missing_model_says_how_to_get_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="promote"):
         EmotionRecognizer.load(tmp_path)

@@ -268,6 +268,7 @@ class EmotionRecognizer:
         *,
         detector: str = "haar",
         min_face_size: int = 40,
+        scale_factor: float = 1.1,
         margin: float = 0.1,
         threads: int = 0,
     ) -> EmotionRecognizer:
@@ -282,7 +283,7 @@ class EmotionRecognizer:
             raise ModelLoadError(f"cannot load the model {path}: {err}. " + RESTORE_HINT) from err
         return cls(
             backend,
-            make_detector(detector, min_face_size=min_face_size),
+            make_detector(detector, min_face_size=min_face_size, scale_factor=scale_factor),
             margin=margin,
             card=card,
             source=str(path),
@@ -301,6 +302,7 @@ class EmotionRecognizer:
             path,
             detector=serve_cfg.get("detector", "haar"),
             min_face_size=int(serve_cfg.get("min_face_size", 40)),
+            scale_factor=float(serve_cfg.get("detector_scale_factor", 1.1)),
             margin=float(serve_cfg.get("face_margin", 0.1)),
             threads=int(serve_cfg.get("intra_op_threads", 0)),
         )
