@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emotune.data import DataValidationError
-from emotune.data.ferplus import load_votes, soft_targets
+from emotune.data.ferplus import VOTE_COLUMNS, load_votes, soft_targets
 from emotune.labels import EMOTIONS
 from emotune.training import training_targets
 
@@ -99,3 +99,41 @@ def test_real_ferplus_lines_up_with_real_fer2013(shared_data):
     votes = load_votes(shared_data / "ferplus" / "fer2013new_train_publictest.csv")
     targets = soft_targets(train_labels, votes, 0.5)  # raises if misaligned
     assert targets.shape == (28709, 7)
+
+
+def test_the_train_stage_trains_on_soft_targets_and_refuses_misaligned_votes(tmp_path, monkeypatch):
+    import mlflow
+
+    from emotune.config import compose
+    from emotune.data import load_prepared, prepare, synthesize
+    from emotune.training import train_stage
+
+    monkeypatch.chdir(tmp_path)  # the MLflow store and its artifacts land here
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    raw = synthesize(tmp_path / "fer2013_synthetic.csv", rows=140, seed=5)
+    prepare(raw, tmp_path / "prepared", synthetic=True, progress=False)
+    labels = load_prepared(tmp_path / "prepared")["train"][1]
+    columns = HEADER.split(",")[2:]
+    rows = []
+    for label in labels:  # 8 votes for the face's label, 2 for the next emotion
+        votes = dict.fromkeys(columns, 0)
+        votes[VOTE_COLUMNS[label]] = 8
+        votes[VOTE_COLUMNS[(label + 1) % 7]] = 2
+        rows.append("Training,x.png," + ",".join(str(votes[c]) for c in columns))
+    aligned = write_votes(tmp_path / "votes.csv", rows)
+    shifted = write_votes(tmp_path / "shifted.csv", rows[1:] + rows[:1])
+    overrides = [
+        "experiment=smoke",
+        "train.epochs=1",
+        "train.soft_labels=ferplus",
+        f"paths.prepared={tmp_path / 'prepared'}",
+        f"paths.train_out={tmp_path / 'train'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+    metrics = train_stage(compose([*overrides, f"train.ferplus_path={aligned}"]), verbose=0)
+    assert metrics["epochs_run"] == 1 and (tmp_path / "train" / "model.keras").is_file()
+    assert mlflow.get_run(metrics["run_id"]).data.params["train.soft_labels"] == "ferplus"
+
+    with pytest.raises(ValueError, match="does not line up"):
+        train_stage(compose([*overrides, f"train.ferplus_path={shifted}"]), verbose=0)
