@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from emotune.config import REPO_ROOT
 
 
 def free_port() -> int:
@@ -64,7 +64,7 @@ def bentoml_serve(
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", target, *where, "--port", str(port)],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
