@@ -290,7 +290,7 @@ def end_to_end(ctx: Context) -> Section:
         f"{sizes.frames} frames per row, median of {sizes.repeats} passes; {common.face_size_note()}; "
         f"faces: {ctx.faces.source}",
         "recall: true faces with a detection of IoU >= 0.3; both use OpenCV's Haar cascades with their own "
-        "settings (emotune: frontalface_alt2 on a 0.6x frame, min face 40 px; fer: frontalface_default at "
+        "settings (emotune: frontalface_alt2 on a 0.5x frame, min face 50 px; fer: frontalface_default at "
         "full size, min face 50 px)",
         *ctx.peer_note(),
     ]

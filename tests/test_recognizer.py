@@ -159,7 +159,7 @@ def test_detector_settings_come_from_the_serve_config(model_dir):
     detector = EmotionRecognizer.from_config(cfg.serve).detector
     assert (detector.min_face_size, detector.scale_factor) == (60, 1.2)
     default = EmotionRecognizer.from_config(compose([f"serve.model_dir={model_dir}"]).serve).detector
-    assert (default.min_face_size, default.scale_factor) == (40, 1.1)
+    assert (default.min_face_size, default.scale_factor) == (50, 1.1)
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):

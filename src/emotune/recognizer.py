@@ -21,7 +21,7 @@ import numpy as np
 
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
-from emotune.vision import FaceDetector, as_rgb, make_detector
+from emotune.vision import DEFAULT_MIN_FACE_SIZE, FaceDetector, as_rgb, make_detector
 
 ONNX_FILE = "emotune.onnx"
 KERAS_FILE = "model.keras"
@@ -267,7 +267,7 @@ class EmotionRecognizer:
         model_dir: Path | str = "models",
         *,
         detector: str = "haar",
-        min_face_size: int = 40,
+        min_face_size: int = DEFAULT_MIN_FACE_SIZE,
         scale_factor: float = 1.1,
         margin: float = 0.1,
         threads: int = 0,
@@ -301,7 +301,7 @@ class EmotionRecognizer:
         recognizer = cls.load(
             path,
             detector=serve_cfg.get("detector", "haar"),
-            min_face_size=int(serve_cfg.get("min_face_size", 40)),
+            min_face_size=int(serve_cfg.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
             scale_factor=float(serve_cfg.get("detector_scale_factor", 1.1)),
             margin=float(serve_cfg.get("face_margin", 0.1)),
             threads=int(serve_cfg.get("intra_op_threads", 0)),
