@@ -314,6 +314,11 @@ def service(ctx: Context) -> list[Section]:
     Image.fromarray(frame).save(buf, format="JPEG", quality=90)
     faces_in_frame = len(ctx.onnx.analyze(frame).faces)
     workloads = [
+        # One client: the service time of a request with no queue ahead of it, next to the 10-client target.
+        (
+            service_load.analyze_workload(buf.getvalue(), faces_in_frame, clients=1),
+            sizes.service_requests // 2,
+        ),
         (service_load.analyze_workload(buf.getvalue(), faces_in_frame, clients=10), sizes.service_requests),
         (service_load.classify_workload(ctx.faces.x[:1], clients=10), sizes.service_requests),
         (service_load.classify_workload(ctx.faces.x[:64], clients=2), max(8, sizes.service_requests // 4)),
@@ -368,8 +373,8 @@ def service(ctx: Context) -> list[Section]:
             )
     load.notes += [
         f"each row: a warm-up, then {sizes.repeats} runs of at most {sizes.service_requests} requests "
-        f"(a quarter of that for 64-face requests) or {sizes.service_seconds:.0f} s; requests/s and faces/s "
-        "are medians over the runs, latency percentiles pool every timed request",
+        f"(half for one /analyze client, a quarter for 64-face requests) or {sizes.service_seconds:.0f} s; "
+        "requests/s and faces/s are medians over the runs, latency percentiles pool every timed request",
         f"/analyze: one 640x480 JPEG with {faces_in_frame} face(s) (multipart upload), music recommendations "
         "included; /classify: JSON of 48x48 grey crops. Adaptive batching applies to /classify only "
         "(serve.adaptive_batching)",
@@ -470,7 +475,7 @@ def targets(ctx: Context, errors: int) -> Section:
                 row["faces_per_s"],
                 (row["faces_per_s"] or 0) >= 500,
             )
-        if row["batching"] == "on" and row["endpoint"] == "/analyze":
+        if row["batching"] == "on" and row["endpoint"] == "/analyze" and row["clients"] == 10:
             add("/analyze p99 ms, 10 clients", "< 100", row["p99_ms"], (row["p99_ms"] or 1e9) < 100)
     add("errors (failed sections + failed requests)", "0", errors, errors == 0)
     return section

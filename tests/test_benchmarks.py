@@ -100,7 +100,9 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     assert [
         (r["batching"], r["endpoint"], r["faces_per_request"]) for r in service if r["endpoint"] != "/analyze"
     ] == [(mode, "/classify", n) for mode in modes for n in (1, 64)]
-    assert [r["batching"] for r in service if r["endpoint"] == "/analyze"] == modes
+    assert [(r["batching"], r["clients"]) for r in service if r["endpoint"] == "/analyze"] == [
+        (mode, n) for mode in modes for n in (1, 10)
+    ]
     for r in service:
         assert r["errors"] == 0 and r["requests"] > 0
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]

@@ -21,8 +21,8 @@ from emotune.preprocess import Box, to_gray
 
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 _CASCADE_WINDOW = 24  # the cascade's training window: it cannot find faces smaller than this
-# The `fer` package's minimum too. Looking for 40 px faces (a 0.6x frame) took ~1.5x the detection time to find
-# faces far smaller than a webcam user's (README "Analyze").
+# The `fer` package's minimum too. Looking for 40 px faces (a 0.6x frame) took ~1.5x the detection time,
+# for faces far smaller than a webcam user's (README "Analyze").
 DEFAULT_MIN_FACE_SIZE = 50
 
 
