@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from emotune.config import REPO_ROOT
+
 SHARED_DIR = Path(os.environ.get("EMOTUNE_SHARED_DIR", REPO_ROOT.parent / "shared"))
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from emotune.config import REPO_ROOT
+
 VENV_BIN = Path(sys.executable).parent
 SMOKE_ROWS = 1050  # 840 training faces: two smoke epochs take seconds, and every split has every class
 

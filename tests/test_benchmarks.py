@@ -15,8 +15,7 @@ from serving_helpers import tiny_model_dir
 
 from benchmarks import common
 from benchmarks.peer import PEER_DIR
-
-REPO = Path(__file__).resolve().parents[1]
+from emotune.config import REPO_ROOT
 
 
 def test_scenes_place_each_face_whole_inside_the_frame_without_overlap() -> None:
@@ -60,7 +59,7 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--model-dir", str(model_dir), "--out", str(out)],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,

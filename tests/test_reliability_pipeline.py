@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emotune.config import REPO_ROOT
 from emotune.data import synthesize
 
 pytestmark = pytest.mark.slow
 
 STAGES = ("prepare", "train", "evaluate", "promote")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -188,7 +188,7 @@ def stage_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stage")
     params = yaml.safe_load(subprocess.run(
         [str(Path(sys.executable).parent / "emotune"), "config", "compose", "experiment=smoke"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     ).stdout)  # fmt: skip
     params["paths"]["prepared"] = "prepared"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -237,7 +237,7 @@ def test_bad_raw_data_fails_the_stage_with_the_place_and_the_fix_and_writes_noth
     (stage_dir / "params.yaml").write_text(yaml.safe_dump(params))
     before, listing = digests(stage_dir / "prepared"), sorted(p.name for p in stage_dir.iterdir())
     done = subprocess.run(
-        [sys.executable, str(REPO / "pipelines/prepare.py")],
+        [sys.executable, str(REPO_ROOT / "pipelines/prepare.py")],
         cwd=stage_dir,
         capture_output=True,
         text=True,

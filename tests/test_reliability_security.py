@@ -13,9 +13,8 @@ import yaml
 from pipeline_fixtures import repository_files
 
 from emotune.analyze_commands import serve_settings
-from emotune.config import compose
+from emotune.config import REPO_ROOT, compose
 
-REPO = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
 
 # --- binding ---------------------------------------------------------------------------------------------
@@ -46,7 +45,7 @@ def test_exposing_is_an_explicit_option(monkeypatch):
         capture_output=True,
         text=True,
         check=True,
-        cwd=REPO,
+        cwd=REPO_ROOT,
     ).stdout
     assert "--host" in help_text and LOCALHOST in help_text
 

@@ -17,12 +17,12 @@ import pytest
 import yaml
 from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
+from emotune.config import REPO_ROOT
 from emotune.recognizer import EmotionRecognizer
 from emotune.serve_process import bentoml_serve, serve_env
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES, MAX_PIXELS, MAX_CROPS = 1_000_000, 4_000_000, 16
 LIMITS = (
     f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS} serve.max_batch_size={MAX_CROPS}"
@@ -45,10 +45,12 @@ def bento(model_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
     )
     card = model_dir / "model_card.json"
-    subprocess.run([sys.executable, "-c", code, str(model_dir), str(card)], env=env, check=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-c", code, str(model_dir), str(card)], env=env, check=True, cwd=REPO_ROOT
+    )
     build = subprocess.run(
         [sys.executable, "-m", "bentoml", "build"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
