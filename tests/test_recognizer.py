@@ -154,12 +154,12 @@ def test_model_card_labels_must_match(model_dir, tmp_path):
 def test_detector_settings_come_from_the_serve_config(model_dir):
     from emotune.config import compose
 
-    settings = ["serve.min_face_size=60", "serve.detector_scale_factor=1.2"]
+    settings = ["serve.min_face_size=60", "serve.detector_scale_factor=1.2", "serve.detector_min_neighbors=6"]
     cfg = compose([f"serve.model_dir={model_dir}", *settings])
     detector = EmotionRecognizer.from_config(cfg.serve).detector
-    assert (detector.min_face_size, detector.scale_factor) == (60, 1.2)
+    assert (detector.min_face_size, detector.scale_factor, detector.min_neighbors) == (60, 1.2, 6)
     default = EmotionRecognizer.from_config(compose([f"serve.model_dir={model_dir}"]).serve).detector
-    assert (default.min_face_size, default.scale_factor) == (50, 1.1)
+    assert (default.min_face_size, default.scale_factor, default.min_neighbors) == (50, 1.1, 4)
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):

@@ -21,7 +21,13 @@ import numpy as np
 
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
-from emotune.vision import DEFAULT_MIN_FACE_SIZE, FaceDetector, as_rgb, make_detector
+from emotune.vision import (
+    DEFAULT_MIN_FACE_SIZE,
+    DEFAULT_MIN_NEIGHBORS,
+    FaceDetector,
+    as_rgb,
+    make_detector,
+)
 
 ONNX_FILE = "emotune.onnx"
 KERAS_FILE = "model.keras"
@@ -269,6 +275,7 @@ class EmotionRecognizer:
         detector: str = "haar",
         min_face_size: int = DEFAULT_MIN_FACE_SIZE,
         scale_factor: float = 1.1,
+        min_neighbors: int = DEFAULT_MIN_NEIGHBORS,
         margin: float = 0.1,
         threads: int = 0,
     ) -> EmotionRecognizer:
@@ -283,7 +290,9 @@ class EmotionRecognizer:
             raise ModelLoadError(f"cannot load the model {path}: {err}. " + RESTORE_HINT) from err
         return cls(
             backend,
-            make_detector(detector, min_face_size=min_face_size, scale_factor=scale_factor),
+            make_detector(
+                detector, min_face_size=min_face_size, scale_factor=scale_factor, min_neighbors=min_neighbors
+            ),
             margin=margin,
             card=card,
             source=str(path),
@@ -303,6 +312,7 @@ class EmotionRecognizer:
             detector=serve_cfg.get("detector", "haar"),
             min_face_size=int(serve_cfg.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
             scale_factor=float(serve_cfg.get("detector_scale_factor", 1.1)),
+            min_neighbors=int(serve_cfg.get("detector_min_neighbors", DEFAULT_MIN_NEIGHBORS)),
             margin=float(serve_cfg.get("face_margin", 0.1)),
             threads=int(serve_cfg.get("intra_op_threads", 0)),
         )
