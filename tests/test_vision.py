@@ -55,6 +55,12 @@ def test_no_face_in_blank_or_noise_frames(detector):
     assert detector.detect(np.zeros((10, 10), np.uint8)) == []  # smaller than any face
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 640), (480, 1), (3, 3, 3)])
+def test_frames_too_small_to_shrink_have_no_face(shape):
+    # The default detector halves the frame; one pixel would become none (an OpenCV error, a 500 once).
+    assert HaarFaceDetector().detect(np.zeros(shape, np.uint8)) == []
+
+
 def test_min_face_size_is_respected():
     frame, _ = paste(fer_like_face(), scale=2)  # a 96 px face
     assert HaarFaceDetector(min_face_size=40).detect(frame)

@@ -78,12 +78,13 @@ class HaarFaceDetector:
         height, width = gray.shape
         # Never shrink so far that the smallest wanted face drops below the cascade window.
         scale = min(1.0, max(self.downscale, _CASCADE_WINDOW / max(1, self.min_face_size)))
+        min_side = max(_CASCADE_WINDOW, round(self.min_face_size * scale))
+        # Checked before resizing: a 1-pixel-high frame would shrink to nothing, which OpenCV refuses.
+        if min(height, width) * scale < min_side:
+            return []
         small = gray
         if scale < 1.0:
             small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        min_side = max(_CASCADE_WINDOW, round(self.min_face_size * scale))
-        if min(small.shape) < min_side:
-            return []
         # No histogram equalisation: the cascade was trained on unequalised faces, and equalising cost
         # 8-12 points of recall on the benchmark scenes.
         found = self._classifier().detectMultiScale(
