@@ -29,6 +29,14 @@ def test_the_bundled_model_loads_and_fits_the_budget(repo_root, card):
     assert card["export_check"]["accuracy_drop_points"] <= card["export_check"]["max_accuracy_drop"]
 
 
+def test_the_readme_quotes_the_cards_accuracy(repo_root, card):
+    readme = (repo_root / "README.md").read_text()
+    float32 = card["metrics"]["test"]["test_accuracy"]
+    exported = card["export_check"]["accuracy_exported"]
+    assert f"**{100 * float32:.1f}% on PublicTest**" in readme
+    assert f"{100 * exported:.1f}% for the int8 file" in readme
+
+
 def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_data, capsys):
     data = shared_data / "fer2013" / "fer2013.csv.gz"
     model = repo_root / "models" / "emotune.onnx"
