@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import gradio as gr
 import numpy as np
 import pytest
 from serving_helpers import encode, fer_like_face, paste
@@ -134,11 +135,18 @@ def test_snapshot_is_read_into_memory_and_deleted(page, tmp_path):
     assert not photo.exists()
     assert "This picture looks happy" in out[2] and 'data-mood="happy"' in out[3]
     assert viewer.smoother.mood == "happy"  # at once: a snapshot needs no frames to settle
+    assert out[-1] == 1  # the count of handled pictures: its change clears the input for the next one
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a picture at all")
     out = page.snapshot(str(bad), "largest", "match", viewer)
     assert not bad.exists() and "be used: not an image" in out[2]
+    assert out[-1] == 2  # a refused file is handled too: the input is cleared for the next try
+
+    # The cleared input runs the handler once more, with nothing: it must change nothing, not even the
+    # count, or the clear would be sent again and could wipe a picture chosen meanwhile.
+    assert page.snapshot(None, "largest", "match", viewer) == (gr.skip(),) * 7
+    assert viewer.pictures == 2
 
     empty = tmp_path / "empty-room.png"
     empty.write_bytes(encode(EMPTY))

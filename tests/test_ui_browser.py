@@ -148,6 +148,23 @@ def upload(page, path: Path) -> None:
     page.set_input_files("#photo input[type='file']", str(path))
 
 
+def wait_for_mood(page, text: str, timeout_ms: int = 30_000) -> None:
+    """Wait until the mood panel says `text`; on a timeout, fail with what the page showed instead (and a
+    screenshot), so a failure on CI says what happened."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "text => document.querySelector('#mood').innerText.includes(text)", arg=text, timeout=timeout_ms
+        )
+    except PlaywrightTimeout:
+        shot(page, "ui-timeout")
+        pytest.fail(
+            f"no {text!r} in the mood panel after {timeout_ms / 1000:.0f} s; it says "
+            f"{page.inner_text('#mood')!r}; the snapshot input says {page.inner_text('#photo')!r}"
+        )
+
+
 def mood_of(page) -> str:
     return page.get_attribute("#mood .et-mood", "data-mood") or ""
 
@@ -181,9 +198,7 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     )
 
     # The face leaves: the page says so and keeps the playlist; then it comes back (the video loops).
-    page.wait_for_function(
-        "document.querySelector('#mood').innerText.includes('No face in view')", timeout=15_000
-    )
+    wait_for_mood(page, "No face in view", 15_000)
     assert page.inner_text("#playlist ol") == tracks and mood_of(page) == mood
     shot(page, "ui-no-face")
     page.wait_for_function("/\\b1 face\\b/.test(document.querySelector('#mood').innerText)", timeout=15_000)
@@ -217,9 +232,7 @@ def test_snapshot_with_two_faces(page, setup):
 
     page.click("#tab-snapshot-button, button[role='tab']:has-text('Snapshot')")
     upload(page, path)
-    page.wait_for_function(
-        "document.querySelector('#mood').innerText.includes('This picture looks')", timeout=30_000
-    )
+    wait_for_mood(page, "This picture looks")
     assert mood_of(page) in EMOTIONS
     assert "2 faces · mood from the largest face" in page.inner_text("#mood")
     assert page.get_attribute("#view img", "src").startswith("data:image/jpeg;base64,")
@@ -229,17 +242,13 @@ def test_snapshot_with_two_faces(page, setup):
     # The other face rule: the mood from the average of both faces.
     page.click("#rule label:has-text('average')")
     upload(page, path)
-    page.wait_for_function(
-        "document.querySelector('#mood').innerText.includes('average of all faces')", timeout=30_000
-    )
+    wait_for_mood(page, "average of all faces")
 
     # A file that is not a picture gets a friendly message, not a stack trace.
     bad = setup["tmp"] / "notes.png"
     bad.write_bytes(b"this is not an image")
     upload(page, bad)
-    page.wait_for_function(
-        "document.querySelector('#mood').innerText.includes(\"can't be used\")", timeout=30_000
-    )
+    wait_for_mood(page, "can't be used")
     assert "Traceback" not in page.inner_text("body")
     assert page.outside == [] and page.errors == []
     # The uploads were read into memory and deleted at once.

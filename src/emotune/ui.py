@@ -131,6 +131,7 @@ class Viewer:
     playing: bool = False  # a local track is playing (the browser tells us: play/pause events)
     seed: int = 0  # a fresh seed per playlist: coming back to a mood gives a fresh list
     frames: int = 0
+    pictures: int = 0  # snapshots handled: a new count clears the snapshot input (build_page)
     last_ms: float | None = None  # time to analyse the last frame
 
     def select(self, index: int) -> Recommendation | None:
@@ -479,10 +480,14 @@ class Page:
             return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 3)
 
     def snapshot(self, path: str | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
-        """One uploaded/taken picture -> (view, probabilities, mood, playlist, now, audio). The input is
-        cleared afterwards by a separate step (build_page), never by this handler's outputs."""
+        """One uploaded/taken picture -> (view, probabilities, mood, playlist, now, audio, pictures). The
+        last output counts the pictures this session handled; its change clears the input (build_page)."""
         if not path:
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 7  # the input was cleared: nothing to do, and nothing to clear again
+        viewer.pictures += 1
+        return (*self._picture(path, rule, strategy, viewer), viewer.pictures)
+
+    def _picture(self, path: str, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
         try:
             try:
                 data = Path(path).read_bytes()
@@ -643,14 +648,19 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
             api_name="live",
             **hidden,
         )
+        # Clearing the input changes it too, so the handler runs once more with nothing; the clear hangs on
+        # the count of handled pictures, not on the handler, or that empty run would send a second clear
+        # that can wipe a picture chosen meanwhile.
+        pictures = gr.State(0)
         photo.change(
             page.snapshot,
             inputs=[photo, rule, strategy, viewer],
-            outputs=[view, bars, mood, *music_out],
+            outputs=[view, bars, mood, *music_out, pictures],
             api_name="snapshot",
             concurrency_limit=int(cfg.serve.get("threads", 2)),  # one big photo must not hold up others
             **hidden,
-        ).then(_cleared, None, photo, api_name="clear_snapshot", **hidden)  # ready for the next picture
+        )
+        pictures.change(_cleared, None, photo, api_name="clear_snapshot", **hidden)  # ready for the next
         strategy.change(page.strategy_changed, [strategy, viewer], music_out, api_name="strategy", **hidden)
         prev_button.click(page.previous, [viewer], music_out, api_name="previous", **hidden)
         next_button.click(page.next, [viewer], music_out, api_name="next", **hidden)
