@@ -232,6 +232,44 @@ def test_export_precisions_sizes_and_agreement(tmp_path):
         registry.export_serving_files(model, tmp_path / "uncalibrated", "int8")
 
 
+def test_flip_tta_is_averaged_inside_the_exported_model(tmp_path):
+    import keras
+
+    from emotune.model import build_model
+    from emotune.recognizer import EmotionRecognizer
+    from emotune.tta import with_flip_average
+
+    keras.utils.set_random_seed(2)
+    model = build_model({"name": "small_cnn", "width": 0.25, "dense_units": 16}, 48)
+    faces = np.random.default_rng(5).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    x, xm = (f[..., None].astype(np.float32) for f in (faces, mirrored))
+    expected = (model.predict(x, verbose=0) + model.predict(xm, verbose=0)) / 2
+    assert not np.allclose(model.predict(x, verbose=0), model.predict(xm, verbose=0), atol=1e-4)
+
+    files = registry.export_serving_files(with_flip_average(model), tmp_path, "float32")
+    for name in ("emotune.onnx", "model.keras"):  # the ONNX graph and the saved Keras model, reloaded
+        recognizer = EmotionRecognizer.load(files[name])
+        np.testing.assert_allclose(recognizer.classify(faces), expected, atol=1e-5)
+        # a face and its mirror image are now the same question, with one answer
+        np.testing.assert_allclose(recognizer.classify(mirrored), recognizer.classify(faces), atol=1e-5)
+        np.testing.assert_allclose(recognizer.classify(faces[:1]), expected[:1], atol=1e-5)  # batch 1
+
+
+def test_promote_with_flip_tta_says_so_in_the_card(promoted, in_copy, tmp_path):
+    from emotune.recognizer import EmotionRecognizer
+
+    cfg, _ = in_copy
+    cfg.promote.flip_tta = True
+    card = registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    assert card["model"]["flip_tta"] is True
+    assert "horizontal flip, averaged inside the model" in (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    faces = np.load(promoted.path("artifacts/prepared/validation.npz"))["x"][:8]
+    served = EmotionRecognizer.load(tmp_path / "models")
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    np.testing.assert_allclose(served.classify(mirrored), served.classify(faces), atol=2e-2)  # float16 file
+
+
 def test_publish_moves_files_in_and_drops_stale_ones(tmp_path):
     models, staging = tmp_path / "models", tmp_path / "staging"
     models.mkdir()

@@ -68,6 +68,8 @@ class KerasBackend:
     def __init__(self, path: Path | str) -> None:
         import keras
 
+        import emotune.tta  # noqa: F401  (registers the layers of models exported with promote.flip_tta)
+
         self.model = keras.models.load_model(path, compile=False)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

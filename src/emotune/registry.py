@@ -7,7 +7,9 @@
 3. the model is exported to ONNX (float16 weights by default: half the size, the same speed on CPU since
    onnxruntime folds the casts back to float32 at load; or int8, statically quantised with ranges calibrated
    on training faces: half that size again and about twice as fast) and its validation accuracy is measured
-   against the float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop` points;
+   against the float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop` points.
+   With `promote.flip_tta` the exported graph averages each face with its mirror image (emotune.tta), and
+   both sides of that check include it;
 4. models/ gets emotune.onnx (+ model.keras when small), model_card.json and MODEL_CARD.md, written in a
    temporary folder and moved in file by file (card last), and the serving files are logged to the run;
 5. the folder is imported into the BentoML model store as `promote.bentoml_model` (`bentoml build` packs it).
@@ -399,11 +401,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"| input | `{card['input']['name']}` float32 (N, 48, 48, 1), grey levels 0..255 |",
         f"| output | `{card['output']['name']}` float32 (N, 7) softmax probabilities |",
         f"| ONNX weights | {card['model']['onnx_precision']} |",
+        "| test-time augmentation | "
+        + ("horizontal flip, averaged inside the model |" if card["model"].get("flip_tta") else "none |"),
         f"| validation accuracy (training run) | {pct(val.get('best_val_accuracy'))} |",
         f"| test accuracy ({card['data'].get('evaluation_split') or 'held-out split'}) |"
         f" {pct(test.get('test_accuracy'))} |",
         f"| test macro-F1 | {pct(test.get('test_macro_f1'))} |",
-        f"| export check on validation (float32 -> {card['model']['onnx_precision']}) |"
+        f"| test accuracy with flip TTA (float32) | {pct(test.get('test_tta_accuracy'))} |",
+        f"| export check on validation (float32 -> {card['model']['onnx_precision']}"
+        f"{', both with flip TTA' if card['model'].get('flip_tta') else ''}) |"
         f" {pct(check.get('accuracy_float32'))} -> {pct(check.get('accuracy_exported'))}"
         f" ({check.get('accuracy_drop_points', '—')} points, n={check.get('n', '—')}) |",
         f"| data version (DVC) | `{card['data'].get('version')}` |",
@@ -492,11 +498,17 @@ def import_to_bentoml(models_dir: Path | str, name: str, card: Mapping[str, Any]
 
 
 def reproduce_command(cfg: Any, run: Any) -> str:
+    """The command for the card: at the commit promote runs at (it holds the export settings as well as the
+    training code, which DVC would have retrained on had it changed since the run), else the run's commit."""
+    from emotune.tracking import git_commit
+
     tags = run.data.tags
     if tags.get("reproduce"):
         return str(tags["reproduce"])
     command = str(cfg.promote.get("reproduce") or "dvc exp run")
-    commit = tags.get("git_commit")
+    commit = git_commit()
+    if commit == "unknown":
+        commit = tags.get("git_commit")
     if commit and commit != "unknown":
         return f"git checkout {commit} && {command}"
     return command
@@ -512,6 +524,7 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
 
     pcfg = cfg.promote
     precision = str(pcfg.onnx_precision)
+    flip_tta = bool(pcfg.get("flip_tta", False))
     models = Path(models_dir or cfg.paths.models)
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
     client = MlflowClient()
@@ -520,6 +533,11 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
     model_id = logged_model_id(run)
     print(f"promote: run {run.info.run_id} has the best {pcfg.metric} = {run.data.metrics[pcfg.metric]:.4f}")
     model = load_run_model(run, model_id, Path(cfg.paths.train_out))
+    if flip_tta:
+        from emotune.tta import with_flip_average
+
+        model = with_flip_average(model)
+        print("promote: the exported model averages each face with its mirror image (promote.flip_tta)")
 
     splits = load_prepared(cfg.paths.prepared)
     if "validation" not in splits:
@@ -572,7 +590,11 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
             registry=registry_info,
             export_check={"split": "validation", **check, "max_accuracy_drop": max_drop},
             reproduce=reproduce_command(cfg, run),
-            model_info={"parameters": int(model.count_params()), "logged_model_id": model_id},
+            model_info={
+                "parameters": int(model.count_params()),
+                "logged_model_id": model_id,
+                "flip_tta": flip_tta,
+            },
         )
         files.update(write_card(card, staging))
         for path in files.values():
