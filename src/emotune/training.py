@@ -80,15 +80,27 @@ def learning_rate(
     raise ValueError(f"train.lr_schedule={schedule!r}: expected none, cosine or plateau")
 
 
+def ema_momentum(train_cfg: Mapping[str, Any]) -> float | None:
+    """train.ema_momentum: None (off) or the per-step momentum of the weights' moving average."""
+    value = train_cfg.get("ema_momentum")
+    if value is None:
+        return None
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"train.ema_momentum={value!r}: expected null or a number between 0 and 1")
+    return float(value)
+
+
 def make_optimizer(train_cfg: Mapping[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr = learning_rate(train_cfg, steps_per_epoch)
     name = train_cfg.get("optimizer", "adam")
+    momentum = ema_momentum(train_cfg)
+    ema = {"use_ema": True, "ema_momentum": momentum} if momentum is not None else {}
     if name == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg.get("weight_decay", 1e-4)))
+        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg.get("weight_decay", 1e-4)), **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
     raise ValueError(f"train.optimizer={name!r}: expected adam, adamw or sgd")
 
 
@@ -250,8 +262,14 @@ def make_callbacks(
     checkpoint_path: Path | str,
     export_model: keras.Model | None = None,
 ) -> list[keras.callbacks.Callback]:
-    """Learning-rate logging, best checkpoint by val_accuracy, early stopping and the plateau schedule."""
+    """Learning-rate logging, best checkpoint by val_accuracy, early stopping and the plateau schedule.
+
+    With train.ema_momentum, validation and the checkpoint see the moving average of the weights: it is
+    swapped in at the end of each epoch, before the checkpoint looks (and back out for the next epoch).
+    """
     callbacks: list[keras.callbacks.Callback] = [LearningRateLogger()]
+    if ema_momentum(train_cfg) is not None:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if train_cfg.get("lr_schedule", "none") == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
