@@ -29,6 +29,9 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 FPS = 10
 FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
 NO_FACE_S = 1.0
+# Long enough for the checks of the first track to run while it plays, even on a busy machine (1.2 s was
+# not: the player had moved on); short enough to wait for it to end.
+TONE_S = 4.0
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
 
@@ -49,7 +52,7 @@ def write_library(folder: Path) -> Path:
     rows = ["path,emotion"]
     for i, emotion in enumerate(EMOTIONS):
         name = f"Test Tones - {emotion.title()} Tone.wav"
-        t = np.arange(int(rate * 1.2)) / rate
+        t = np.arange(int(rate * TONE_S)) / rate
         samples = (0.3 * np.sin(2 * np.pi * (330 + 40 * i) * t) * 32767).astype("<i2")
         with wave.open(str(folder / name), "wb") as w:
             w.setnchannels(1)
@@ -191,7 +194,7 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     assert page.get_attribute("#now-playing .et-now", "data-kind") == "local"
     page.wait_for_selector("#player audio[src], #player [src*='.wav']", state="attached", timeout=10_000)
     shot(page, "ui-live")
-    # Auto-advance: the 1.2 s tone plays by itself (autoplay), ends, and the next track comes up.
+    # Auto-advance: the tone plays by itself (autoplay), ends, and the next track comes up.
     tone = page.inner_text("#now-playing .et-track")
     page.wait_for_function(
         f"document.querySelector('#now-playing .et-track')?.innerText !== {tone!r}", timeout=15_000
