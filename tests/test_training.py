@@ -189,6 +189,15 @@ def test_dataset_drop_remainder_and_bad_labels():
 # --- a real fit ---------------------------------------------------------------------------------------------
 
 
+def fit_on(
+    x: np.ndarray, y: np.ndarray, trainer: keras.Model, model: keras.Model, train_cfg: dict, path, **kwargs
+) -> dict:
+    """training.fit on the faces in seeded, shuffled batches of 16, validated on the first 32."""
+    train = datasets.make_dataset(x, y, batch_size=16, shuffle=True, seed=0, drop_remainder=True)
+    validation = datasets.make_dataset(x[:32], y[:32], batch_size=16)
+    return training.fit(trainer, model, train, validation, train_cfg, path, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """Three epochs of a tiny model in mixed_bfloat16 on 64 random faces: the stage's own fit loop."""
@@ -206,11 +215,11 @@ def fitted(tmp_path_factory):
         model = build_model(TINY_MODEL)
         trainer = training.training_model(model, train_cfg, steps_per_epoch=4, seed=0)
     export = training.float32_twin(lambda: build_model(TINY_MODEL))
-    result = training.fit(
+    result = fit_on(
+        x,
+        y,
         trainer,
         model,
-        datasets.make_dataset(x, y, batch_size=16, shuffle=True, seed=0, drop_remainder=True),
-        datasets.make_dataset(x[:32], y[:32], batch_size=16),
         train_cfg,
         out / "model.keras",
         class_weight=training.class_weights(y, "balanced"),
@@ -265,11 +274,11 @@ def test_ema_validates_and_saves_the_averaged_weights(tmp_path):
         on_train_batch_end=lambda batch, logs: raw.append([w.numpy() for w in model.trainable_weights])
     )
     path = tmp_path / "ema.keras"
-    result = training.fit(
+    result = fit_on(
+        x,
+        y,
         trainer,
         model,
-        datasets.make_dataset(x, y, batch_size=16, shuffle=True, seed=0, drop_remainder=True),
-        datasets.make_dataset(x[:32], y[:32], batch_size=16),
         train_cfg,
         path,
         callbacks=[record],
