@@ -21,10 +21,6 @@ class MirrorBatch(layers.Layer):
     def call(self, faces: Any) -> Any:
         return keras.ops.concatenate([faces, keras.ops.flip(faces, axis=2)], axis=0)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        batch = None if input_shape[0] is None else 2 * input_shape[0]
-        return (batch, *input_shape[1:])
-
 
 @keras.saving.register_keras_serializable(package="emotune")
 class MeanOfHalves(layers.Layer):
@@ -33,10 +29,6 @@ class MeanOfHalves(layers.Layer):
     def call(self, probabilities: Any) -> Any:
         n = keras.ops.shape(probabilities)[0] // 2
         return (probabilities[:n] + probabilities[n:]) / 2.0
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        batch = None if input_shape[0] is None else input_shape[0] // 2
-        return (batch, *input_shape[1:])
 
 
 def with_flip_average(model: keras.Model) -> keras.Model:
