@@ -118,6 +118,10 @@ class EpochLogger(keras.callbacks.Callback):
         log_metrics(logs or {}, step=epoch + 1)
 
 
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
 def log_files(paths: Sequence[Path | str], artifact_path: str | None = None) -> None:
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)

@@ -394,6 +394,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     """
     from emotune import datasets, tracking
     from emotune.data import load_prepared
+    from emotune.data.holdout import validation_faces
     from emotune.model import build_model
 
     train_cfg = cfg.train
@@ -411,10 +412,13 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     prepared_dir = Path(cfg.paths.prepared)
     splits = load_prepared(prepared_dir)
     x_all, y_all = splits["train"]
-    targets = training_targets(train_cfg, y_all)
-    rows = _training_rows(len(y_all), train_cfg.get("max_train_rows"), seed)
+    targets = training_targets(train_cfg, y_all)  # by row of the whole train split (FER+ votes line up)
+    validation = validation_faces(splits, train_cfg.get("validation_holdout"), seed)
+    fit_rows = validation.fit_rows
+    rows = fit_rows[_training_rows(len(fit_rows), train_cfg.get("max_train_rows"), seed)]
     x_train, y_train = x_all[rows], y_all[rows]
-    x_val, y_val = splits["validation"]
+    x_val, y_val = validation.x, validation.y
+    validation_info = validation.describe()
     report_path = prepared_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
 
@@ -442,7 +446,8 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     export_model = float32_twin(build)
     weights = class_weights(y_train, str(train_cfg.get("class_weights", "none")))
     print(
-        f"train: {len(x_train)} rows, validation: {len(x_val)} rows, {steps} steps/epoch, "
+        f"train: {len(x_train)} rows, validation: {len(x_val)} rows ({validation.source}), "
+        f"{steps} steps/epoch, "
         f"precision {precision}, strategy {train_cfg.strategy}, "
         f"soft labels {train_cfg.get('soft_labels', 'none')}, "
         f"model {cfg.model.name} ({model.count_params():,} parameters)"
@@ -455,6 +460,14 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
         if chief:
             tracking.log_config(cfg, report)
             tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
+            # promote compares only runs whose validation faces match (a best_val_accuracy on other faces
+            # is not comparable)
+            tracking.set_tags(
+                {
+                    "validation_source": validation_info["source"],
+                    "validation_set": validation_info["fingerprint"],
+                }
+            )
             callbacks.append(tracking.EpochLogger())
         result = fit(
             trainer,
@@ -492,6 +505,7 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
             "experiment_id": run.info.experiment_id,
             "tracking_uri": tracking.tracking_uri(cfg),
             "model_uri": model_info.model_uri,
+            "validation": validation_info,
         }
     write_json(out / "run.json", run_info)  # last: its presence means the stage finished
     print(
