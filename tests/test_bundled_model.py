@@ -19,6 +19,13 @@ def card(repo_root) -> dict:
     return json.loads((repo_root / "models" / "model_card.json").read_text())
 
 
+def on_publictest(card: dict) -> dict:
+    """The shipped file's PublicTest figures: promote's held-out measurement when the run validated on
+    held-out training rows, else its export check, which then ran on PublicTest itself."""
+    check = card["export_check"]
+    return check["held_out"] if check["split"] == "holdout" else check
+
+
 def test_the_bundled_model_loads_and_fits_the_budget(repo_root, card):
     recognizer = EmotionRecognizer.load(repo_root / "models")  # refuses files the card does not hash to
     assert recognizer.card == card and card["labels"] == list(EMOTIONS)
@@ -32,7 +39,7 @@ def test_the_bundled_model_loads_and_fits_the_budget(repo_root, card):
 def test_the_readme_quotes_the_cards_accuracy(repo_root, card):
     readme = (repo_root / "README.md").read_text()
     float32 = card["metrics"]["test"]["test_accuracy"]
-    exported = card["export_check"]["accuracy_exported"]
+    exported = on_publictest(card)["accuracy_exported"]
     assert f"**{100 * float32:.1f}% on PublicTest**" in readme
     assert f"{100 * exported:.1f}% for the int8 file" in readme
 
@@ -44,12 +51,12 @@ def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_dat
     printed = json.loads(capsys.readouterr().out)
     assert printed["split"] == "validation" and printed["n"] == 3589  # PublicTest: no PrivateTest rows here
     # the shipped file scores what the promote stage measured for it ...
-    assert printed["accuracy"] == pytest.approx(card["export_check"]["accuracy_exported"], abs=1e-6)
+    check = on_publictest(card)
+    assert printed["accuracy"] == pytest.approx(check["accuracy_exported"], abs=1e-6)
     # ... within the allowed export loss of the float32 network the evaluate stage scored (with flip TTA
     # when the shipped graph has it inside)
-    check = card["export_check"]
     float32 = card["metrics"]["test"][
         "test_tta_accuracy" if card["model"].get("flip_tta") else "test_accuracy"
     ]
     assert check["accuracy_float32"] == pytest.approx(float32, abs=1e-6)
-    assert 100 * (float32 - printed["accuracy"]) <= check["max_accuracy_drop"]
+    assert 100 * (float32 - printed["accuracy"]) <= card["export_check"]["max_accuracy_drop"]

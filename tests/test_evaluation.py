@@ -133,8 +133,12 @@ def test_predict_probabilities_keras_and_onnx_agree(tiny_model):
         evaluation.predict_probabilities(folder / "model.pt", x)
 
 
-def test_evaluate_stage_falls_back_to_validation_into_the_training_run(tmp_path, monkeypatch, tiny_model):
-    """No test.npz: the stage says so in metrics.json and logs into the run that run.json names."""
+@pytest.mark.parametrize("held_out", [False, True], ids=["validated-on-publictest", "validated-on-holdout"])
+def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
+    tmp_path, monkeypatch, tiny_model, held_out
+):
+    """No test.npz: the stage says so in metrics.json (an optimistic figure unless the run validated on
+    held-out training rows) and logs into the run that run.json names."""
     import mlflow
 
     from emotune import tracking
@@ -156,20 +160,28 @@ def test_evaluate_stage_falls_back_to_validation_into_the_training_run(tmp_path,
     (train_out / "model.keras").write_bytes((folder / "model.keras").read_bytes())
     with tracking.start_run(cfg) as run:
         pass
-    write_json(train_out / "run.json", {"run_id": run.info.run_id})
+    run_json = {"run_id": run.info.run_id}
+    if held_out:
+        run_json["validation"] = {"source": "holdout", "fraction": 0.1, "rows": 2, "fingerprint": "f"}
+    write_json(train_out / "run.json", run_json)
 
     headline = evaluation.evaluate_stage(cfg)
 
     metrics = json.loads((tmp_path / cfg.paths.eval_out / "metrics.json").read_text())
     assert metrics == headline
     assert metrics["split"] == "validation" and metrics["n"] == 21
-    assert "no PrivateTest rows" in metrics["split_note"] and "optimistic" in metrics["split_note"]
+    assert "no PrivateTest rows" in metrics["split_note"]
+    if held_out:
+        assert "held out" in metrics["split_note"] and "optimistic" not in metrics["split_note"]
+        assert "2 of its own rows (train.validation_holdout=0.1)" in metrics["split_note"]
+    else:
+        assert "optimistic" in metrics["split_note"]
     assert "tta_accuracy" in metrics  # the smoke config keeps TTA on
     logged = mlflow.MlflowClient().get_run(run.info.run_id)
     assert logged.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
     assert logged.data.metrics["test_n"] == 21
     assert logged.data.tags["eval_split"] == "validation"
-    assert "optimistic" in logged.data.tags["eval_split_note"]
+    assert logged.data.tags["eval_split_note"] == metrics["split_note"]
     assert len(mlflow.search_runs(experiment_ids=[run.info.experiment_id])) == 1  # no second run
 
 

@@ -56,6 +56,15 @@ def test_promote_stage_end_to_end(promoted):
     assert "test_accuracy" in card["metrics"]["test"]
     check = card["export_check"]
     assert check["split"] == "validation" and check["n"] > 0
+    # the smoke data has a test split, which chose nothing: the shipped file's accuracy on it is on the card
+    test = np.load(promoted.path("artifacts/prepared/test.npz"))
+    assert check["held_out"]["split"] == "test" and check["held_out"]["n"] == len(test["y"])
+    assert (
+        check["validation_set"]
+        == MlflowClient(tracking_uri=promoted.tracking_uri)
+        .get_run(promoted.run_id)
+        .data.tags["validation_set"]
+    )
     drop = 100 * (check["accuracy_float32"] - check["accuracy_exported"])
     assert drop == pytest.approx(check["accuracy_drop_points"], abs=1e-3)
     assert drop <= max(0.5, 100 / check["n"])  # within 0.5 points, or one face of the tiny smoke split
@@ -148,14 +157,22 @@ def test_promote_picks_a_better_run_and_loads_its_model_from_mlflow(promoted, in
     other(np.zeros((1, 48, 48, 1), np.float32))
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(str(cfg.tracking.experiment))
+    smoke_faces = MlflowClient(tracking_uri=uri).get_run(promoted.run_id).data.tags["validation_set"]
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         mlflow.log_metric("best_val_accuracy", 0.99)
         mlflow.log_metric("test_accuracy", 0.01)
+        mlflow.set_tag("validation_set", smoke_faces)
         tracking.log_keras_model(other)
-    # A run with a better *test* score but a worse validation score must not win.
+    # A run with a better *test* score but a worse validation score must not win ...
     with mlflow.start_run(experiment_id=experiment.experiment_id):
         mlflow.log_metric("best_val_accuracy", 0.0)
         mlflow.log_metric("test_accuracy", 1.0)
+        mlflow.set_tag("validation_set", smoke_faces)
+    # ... nor a better validation score on other faces (or on faces it did not record): not comparable.
+    for tags in ({"validation_set": "0123456789abcdef"}, {}):
+        with mlflow.start_run(experiment_id=experiment.experiment_id):
+            mlflow.log_metric("best_val_accuracy", 1.0)
+            mlflow.set_tags(tags)
 
     card = registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
     assert card["mlflow"]["run_id"] == run.info.run_id
@@ -202,6 +219,12 @@ def test_best_run_ignores_failed_runs_and_runs_without_the_metric(tmp_path):
         registry.best_run(client, "e", "val_f1")
     with pytest.raises(LookupError, match="not found"):
         registry.best_run(client, "nope", "best_val_accuracy")
+    client.set_tag(runs["a"], "validation_set", "faces-a")
+    assert (
+        registry.best_run(client, "e", "best_val_accuracy", validation_set="faces-a").info.run_id == runs["a"]
+    )
+    with pytest.raises(LookupError, match="validated on faces faces-x"):
+        registry.best_run(client, "e", "best_val_accuracy", validation_set="faces-x")
 
 
 def test_export_precisions_sizes_and_agreement(tmp_path):

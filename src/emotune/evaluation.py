@@ -194,6 +194,13 @@ def evaluate_stage(cfg: Any) -> dict[str, Any]:
     run = tracking.read_run_json(train_out / "run.json")
     splits = load_prepared(cfg.paths.prepared)
     split, note = choose_split(splits, str(cfg.evaluate.split))
+    validated = run.get("validation", {})
+    if split == "validation" and validated.get("source") == "holdout":
+        note = (
+            "no test split in the data (no PrivateTest rows), so the validation split (PublicTest), held "
+            f"out: training validated on {validated['rows']} of its own rows (train.validation_holdout="
+            f"{validated['fraction']:g}), so no epoch or model was chosen on these faces"
+        )
     faces, labels = splits[split]
     print(f"evaluate: {len(labels)} rows of the {split} split. {note}")
     result = evaluate_faces(

@@ -81,23 +81,36 @@ def check_metric(metric: str) -> None:
         )
 
 
-def best_run(client: Any, experiment: str, metric: str, mode: str = "max") -> Any:
-    """The FINISHED run of `experiment` with the best `metric` (runs without it are ignored)."""
+def best_run(
+    client: Any, experiment: str, metric: str, mode: str = "max", validation_set: str | None = None
+) -> Any:
+    """The FINISHED run of `experiment` with the best `metric` (runs without it are ignored).
+
+    With `validation_set` (a fingerprint from emotune.data.holdout), only runs that validated on those same
+    faces compete: accuracies on different faces do not rank models.
+    """
     check_metric(metric)
     if mode not in ("max", "min"):
         raise ValueError(f"promote.mode={mode!r}: expected max or min")
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise LookupError(f"MLflow experiment {experiment!r} not found: run the train stage first")
+    filters = ["attributes.status = 'FINISHED'"]
+    if validation_set:
+        filters.append(f"tags.validation_set = '{validation_set}'")
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string="attributes.status = 'FINISHED'",
+        filter_string=" AND ".join(filters),
         order_by=[f"metrics.`{metric}` {'DESC' if mode == 'max' else 'ASC'}", "attributes.start_time DESC"],
         max_results=1000,
     )
     runs = [r for r in runs if metric in r.data.metrics and np.isfinite(r.data.metrics[metric])]
     if not runs:
-        raise LookupError(f"no finished run of experiment {experiment!r} has the metric {metric!r}")
+        which = f" validated on faces {validation_set}" if validation_set else ""
+        raise LookupError(
+            f"no finished run{which} of experiment {experiment!r} has the metric {metric!r} "
+            "(runs record their validation faces since train.validation_holdout: train one)"
+        )
     return runs[0]
 
 
@@ -378,6 +391,20 @@ def build_card(
     }
 
 
+VALIDATION_SOURCES = {
+    "holdout": "training rows held out by train.validation_holdout",
+    "validation": "the validation split",
+}
+
+
+def split_label(split: str | None) -> str:
+    """`validation` -> `validation split, FER2013 PublicTest rows`: the Usage names readers know."""
+    from emotune.data.fer2013 import USAGE_TO_SPLIT
+
+    usage = {s: u for u, s in USAGE_TO_SPLIT.items()}.get(split or "")
+    return f"{split} split, FER2013 {usage} rows" if usage else "held-out split"
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     def pct(value: Any) -> str:
         return "—" if value is None else f"{100 * float(value):.2f}%"
@@ -403,8 +430,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"| ONNX weights | {card['model']['onnx_precision']} |",
         "| test-time augmentation | "
         + ("horizontal flip, averaged inside the model |" if card["model"].get("flip_tta") else "none |"),
-        f"| validation accuracy (training run) | {pct(val.get('best_val_accuracy'))} |",
-        f"| test accuracy ({card['data'].get('evaluation_split') or 'held-out split'}) |"
+        f"| validation accuracy (training run, {VALIDATION_SOURCES.get(check.get('split'), 'validation')}) |"
+        f" {pct(val.get('best_val_accuracy'))} |",
+        f"| test accuracy ({split_label(card['data'].get('evaluation_split'))}) |"
         f" {pct(test.get('test_accuracy'))} |",
         f"| test macro-F1 | {pct(test.get('test_macro_f1'))} |",
         f"| test accuracy with flip TTA (float32) | {pct(test.get('test_tta_accuracy'))} |",
@@ -412,6 +440,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{', both with flip TTA' if card['model'].get('flip_tta') else ''}) |"
         f" {pct(check.get('accuracy_float32'))} -> {pct(check.get('accuracy_exported'))}"
         f" ({check.get('accuracy_drop_points', '—')} points, n={check.get('n', '—')}) |",
+        *(
+            [
+                f"| shipped file, held out ({split_label(held['split'])}) | {pct(held['accuracy_exported'])}"
+                f" (n={held['n']}) |"
+            ]
+            if (held := check.get("held_out"))
+            else []
+        ),
         f"| data version (DVC) | `{card['data'].get('version')}` |",
         f"| MLflow run | `{card['mlflow'].get('run_id')}` |",
         f"| registry | {card['mlflow'].get('registered_model')} v{card['mlflow'].get('version')}"
@@ -521,6 +557,7 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
 
     from emotune import tracking
     from emotune.data import load_prepared
+    from emotune.data.holdout import held_out_split, validation_faces
 
     pcfg = cfg.promote
     precision = str(pcfg.onnx_precision)
@@ -529,7 +566,22 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
     client = MlflowClient()
 
-    run = best_run(client, str(cfg.tracking.experiment), str(pcfg.metric), str(pcfg.get("mode", "max")))
+    splits = load_prepared(cfg.paths.prepared)
+    validation = validation_faces(splits, cfg.train.get("validation_holdout"), int(cfg.seed))
+    validation_set = validation.describe()["fingerprint"]
+    trained = tracking.read_run_json(Path(cfg.paths.train_out) / "run.json").get("validation", {})
+    if trained.get("fingerprint") not in (None, validation_set):
+        raise ValueError(
+            f"the train stage validated on other faces ({trained['fingerprint']}) than seed and "
+            f"train.validation_holdout pick now ({validation_set}): rerun the train stage (dvc repro)"
+        )
+    run = best_run(
+        client,
+        str(cfg.tracking.experiment),
+        str(pcfg.metric),
+        str(pcfg.get("mode", "max")),
+        validation_set=validation_set,
+    )
     model_id = logged_model_id(run)
     print(f"promote: run {run.info.run_id} has the best {pcfg.metric} = {run.data.metrics[pcfg.metric]:.4f}")
     model = load_run_model(run, model_id, Path(cfg.paths.train_out))
@@ -539,11 +591,7 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
         model = with_flip_average(model)
         print("promote: the exported model averages each face with its mirror image (promote.flip_tta)")
 
-    splits = load_prepared(cfg.paths.prepared)
-    if "validation" not in splits:
-        raise FileNotFoundError(f"{cfg.paths.prepared}/validation.npz is needed to check the export")
-    faces, labels = splits["validation"]
-
+    held_out = held_out_split(splits, validation)
     models.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".promote-", dir=models.parent) as tmp:
         staging = Path(tmp)
@@ -555,14 +603,24 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
         files = export_serving_files(
             model, staging, precision, float(pcfg.get("keep_keras_max_mb", 25)), calibration
         )
-        check = export_accuracy(files.pop("reference"), files[ONNX_FILE], faces, labels)
+        reference = files.pop("reference")
+        check = export_accuracy(reference, files[ONNX_FILE], validation.x, validation.y)
         print(
-            f"promote: validation accuracy float32 {check['accuracy_float32']:.4f}, {precision} "
-            f"{check['accuracy_exported']:.4f} ({check['accuracy_drop_points']:+.2f} points); "
+            f"promote: validation accuracy ({validation.source}) float32 {check['accuracy_float32']:.4f}, "
+            f"{precision} {check['accuracy_exported']:.4f} ({check['accuracy_drop_points']:+.2f} points); "
             f"{ONNX_FILE} {files[ONNX_FILE].stat().st_size / 1e6:.1f} MB"
         )
         max_drop = float(pcfg.get("max_accuracy_drop", 0.5))
         enforce_export_check(check, max_drop, precision)
+        if held_out:  # reported on the card, after every choice is made; it decides nothing
+            check["held_out"] = {
+                "split": held_out,
+                **export_accuracy(reference, files[ONNX_FILE], *splits[held_out]),
+            }
+            print(
+                f"promote: {held_out} split (held out) accuracy of {ONNX_FILE}: "
+                f"{check['held_out']['accuracy_exported']:.4f}"
+            )
         size_mb, bundle_mb = files[ONNX_FILE].stat().st_size / 1e6, float(pcfg.get("bundle_max_mb", 25))
         if size_mb > bundle_mb:
             # A warning, not a failure: experiments may be big; the model committed to models/ should not be.
@@ -588,7 +646,12 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
             files=files,
             run=run,
             registry=registry_info,
-            export_check={"split": "validation", **check, "max_accuracy_drop": max_drop},
+            export_check={
+                "split": validation.source,
+                "validation_set": validation_set,
+                **check,
+                "max_accuracy_drop": max_drop,
+            },
             reproduce=reproduce_command(cfg, run),
             model_info={
                 "parameters": int(model.count_params()),

@@ -28,7 +28,7 @@ class Validation:
     x: np.ndarray
     y: np.ndarray
     fit_rows: np.ndarray
-    source: str  # "holdout" or "validation split"
+    source: str  # "holdout" (rows of the train split) or "validation" (the prepared validation split)
     fraction: float
 
     def describe(self) -> dict[str, Any]:
@@ -97,4 +97,14 @@ def validation_faces(
             "e.g. 0.1, to validate on a share of the training rows"
         )
     x_val, y_val = splits["validation"]
-    return Validation(x_val, y_val, np.arange(len(y_train)), "validation split", 0.0)
+    return Validation(x_val, y_val, np.arange(len(y_train)), "validation", 0.0)
+
+
+def held_out_split(splits: Mapping[str, tuple[np.ndarray, np.ndarray]], validation: Validation) -> str | None:
+    """The prepared split that chose nothing: test when there is one, else the validation split (PublicTest)
+    when the run validated on held-out training rows; None when every split helped choose."""
+    if "test" in splits:
+        return "test"
+    if validation.source == "holdout" and "validation" in splits:
+        return "validation"
+    return None
