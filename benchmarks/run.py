@@ -422,10 +422,19 @@ def accuracy(ctx: Context) -> Section:
     card = ctx.onnx.card
     held_out = card.get("data", {}).get("evaluation_split") == "test"
     test_accuracy = card.get("metrics", {}).get("test", {}).get("test_accuracy")
+    if card.get("export_check", {}).get("split", "validation") == "validation":
+        caveat = (
+            "PublicTest is this project's validation split (it chose the best epoch), and fer's model may "
+            "have been trained on it: both figures can be optimistic"
+        )
+    else:
+        caveat = (
+            "PublicTest was held out of this project's training and choices (Training rows validated); "
+            "fer's model may have been trained on it, so its figure can be optimistic"
+        )
     section.notes += [
         f"{ctx.faces.source}, first {len(y)} rows",
-        "PublicTest is this project's validation split (it chose the best epoch), and fer's model may have "
-        "been trained on it: both figures can be optimistic"
+        caveat
         + (
             f"; the model card's held-out (PrivateTest) accuracy: {test_accuracy:.4f}"
             if held_out and test_accuracy
