@@ -596,10 +596,10 @@ def promote(cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool 
     with tempfile.TemporaryDirectory(prefix=".promote-", dir=models.parent) as tmp:
         staging = Path(tmp)
         calibration = None
-        if precision == "int8":  # a seeded sample of training faces sets the int8 activation ranges
-            train_faces = splits["train"][0]
-            pick = np.random.default_rng(int(cfg.seed)).permutation(len(train_faces))
-            calibration = train_faces[np.sort(pick[: int(pcfg.get("calibration_faces", 512))])]
+        if precision == "int8":  # a seeded sample of the faces the run fitted on sets the activation ranges
+            fit_faces = splits["train"][0][validation.fit_rows]  # never the faces the export is checked on
+            pick = np.random.default_rng(int(cfg.seed)).permutation(len(fit_faces))
+            calibration = fit_faces[np.sort(pick[: int(pcfg.get("calibration_faces", 512))])]
         files = export_serving_files(
             model, staging, precision, float(pcfg.get("keep_keras_max_mb", 25)), calibration
         )
