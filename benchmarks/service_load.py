@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -65,11 +66,11 @@ def serving(model_dir: Path, adaptive_batching: bool, log_dir: Path) -> Iterator
     adaptive batching of /classify on or off (serve.adaptive_batching), in a BentoML home of its own."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"bentoml-serve-batching-{'on' if adaptive_batching else 'off'}.log"
+    # The caller's overrides (e.g. detector settings) apply to the served model too.
+    overrides = f"{os.environ.get('EMOTUNE_OVERRIDES', '')} serve.adaptive_batching={adaptive_batching}"
     with tempfile.TemporaryDirectory(prefix="emotune-bench-bentoml-") as home:
         env = serve_env(
-            home,
-            EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()),
-            EMOTUNE_OVERRIDES=f"serve.adaptive_batching={str(adaptive_batching).lower()}",
+            home, EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()), EMOTUNE_OVERRIDES=overrides.strip()
         )
         with bentoml_serve("service:Emotune", env, log, READY_TIMEOUT_S, host="127.0.0.1") as served:
             yield Server(served)

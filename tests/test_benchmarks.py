@@ -32,6 +32,13 @@ def test_scenes_place_each_face_whole_inside_the_frame_without_overlap() -> None
             assert all(common.iou(boxes[i], other) == 0 for other in boxes[i + 1 :])
 
 
+def test_scenes_of_small_faces_keep_their_sizes() -> None:
+    faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    _, truth = common.make_scenes(faces, frames=6, per_frame=2, seed=2, sides=(50, 90))
+    sides = [w for boxes in truth for _, _, w, _ in boxes]
+    assert len(sides) == 12 and min(sides) >= 50 and max(sides) <= 90
+
+
 def test_match_counts_found_faces_missed_faces_and_false_detections() -> None:
     truth = [[(0, 0, 100, 100), (200, 0, 100, 100)], [(0, 0, 50, 50)]]
     found = [[(10, 10, 100, 100), (400, 400, 30, 30)], []]  # one hit, one false detection; a missed face
@@ -90,9 +97,13 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
         assert "`fer` peer skipped" in proc.stdout
 
     e2e = sections["end_to_end"]["rows"]
-    assert {r["faces/frame"] for r in e2e} == {1, 3}
+    assert [(r["faces/frame"], r["face px"]) for r in e2e[:: 2 if with_peer else 1]] == [
+        (1, "110-160"),
+        (3, "110-160"),
+        (2, "50-90"),
+    ]
     assert all(r["frames/s"] > 0 and 0 <= r["recall"] <= 1 for r in e2e)
-    assert len(e2e) == (4 if with_peer else 2)
+    assert len(e2e) == (6 if with_peer else 3)
 
     service = sections["service"]["rows"]
     modes = ["on" if batching else "off" for batching in common.QUICK.batching_modes]
@@ -118,4 +129,4 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
 
     targets = {r["target"]: r for r in sections["targets"]["rows"]}
     assert targets["errors (failed sections + failed requests)"]["met"] is True
-    assert targets["end-to-end frames/s, 1 face"]["measured"] > 0
+    assert targets["end-to-end frames/s, 1 x 110-160 px"]["measured"] > 0

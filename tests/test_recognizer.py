@@ -11,6 +11,7 @@ from serving_helpers import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_
 
 from emotune.labels import EMOTIONS
 from emotune.recognizer import EmotionRecognizer, as_crops, locate_model
+from emotune.vision import HaarFaceDetector
 
 
 class Recording:
@@ -154,12 +155,20 @@ def test_model_card_labels_must_match(model_dir, tmp_path):
 def test_detector_settings_come_from_the_serve_config(model_dir):
     from emotune.config import compose
 
-    settings = ["serve.min_face_size=60", "serve.detector_scale_factor=1.2", "serve.detector_min_neighbors=6"]
-    cfg = compose([f"serve.model_dir={model_dir}", *settings])
-    detector = EmotionRecognizer.from_config(cfg.serve).detector
-    assert (detector.min_face_size, detector.scale_factor, detector.min_neighbors) == (60, 1.2, 6)
+    def settings(detector):
+        return detector.min_face_size, detector.downscale, detector.scale_factor, detector.min_neighbors
+
+    overrides = [
+        "serve.min_face_size=60",
+        "serve.detector_downscale=0.9",
+        "serve.detector_scale_factor=1.2",
+        "serve.detector_min_neighbors=6",
+    ]
+    cfg = compose([f"serve.model_dir={model_dir}", *overrides])
+    assert settings(EmotionRecognizer.from_config(cfg.serve).detector) == (60, 0.9, 1.2, 6)
+    # conf/serve and the library's own defaults (a user scripting with HaarFaceDetector()) are the same.
     default = EmotionRecognizer.from_config(compose([f"serve.model_dir={model_dir}"]).serve).detector
-    assert (default.min_face_size, default.scale_factor, default.min_neighbors) == (50, 1.1, 4)
+    assert settings(default) == settings(HaarFaceDetector()) == (50, 0.7, 1.15, 3)
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
 from emotune.vision import (
+    DEFAULT_DOWNSCALE,
     DEFAULT_MIN_FACE_SIZE,
     DEFAULT_MIN_NEIGHBORS,
     DEFAULT_SCALE_FACTOR,
@@ -277,6 +278,7 @@ class EmotionRecognizer:
         *,
         detector: str = "haar",
         min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+        downscale: float = DEFAULT_DOWNSCALE,
         scale_factor: float = DEFAULT_SCALE_FACTOR,
         min_neighbors: int = DEFAULT_MIN_NEIGHBORS,
         margin: float = 0.1,
@@ -294,7 +296,11 @@ class EmotionRecognizer:
         return cls(
             backend,
             make_detector(
-                detector, min_face_size=min_face_size, scale_factor=scale_factor, min_neighbors=min_neighbors
+                detector,
+                min_face_size=min_face_size,
+                downscale=downscale,
+                scale_factor=scale_factor,
+                min_neighbors=min_neighbors,
             ),
             margin=margin,
             card=card,
@@ -314,6 +320,7 @@ class EmotionRecognizer:
             path,
             detector=serve_cfg.get("detector", "haar"),
             min_face_size=int(serve_cfg.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+            downscale=float(serve_cfg.get("detector_downscale", DEFAULT_DOWNSCALE)),
             scale_factor=float(serve_cfg.get("detector_scale_factor", DEFAULT_SCALE_FACTOR)),
             min_neighbors=int(serve_cfg.get("detector_min_neighbors", DEFAULT_MIN_NEIGHBORS)),
             margin=float(serve_cfg.get("face_margin", 0.1)),

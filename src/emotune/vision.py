@@ -3,8 +3,13 @@
 The default detector is OpenCV's bundled frontal-face Haar cascade (`alt2`): it ships inside opencv-python
 4.x, so it works offline with no model download. On the benchmark's 640x480 scenes it finds more faces than
 the `default` cascade (recall 0.75 vs 0.70 at the same scale) for ~20% more time. It runs on a downscaled
-grayscale copy of the frame (a face of 50 px, the smallest looked for by default, is still 24 px at 0.5x, the
-cascade's window) and reports boxes in full-frame pixels.
+grayscale copy of the frame and reports boxes in full-frame pixels.
+
+How far to shrink trades small faces for time, because OpenCV scans the pyramid levels where the window is
+less than twice the cascade's own (20 px) with a stride of 2 pixels: on a 0.5x frame, faces of 50-90 px fall
+on those levels and 56% of them were found (the `fer` package's full-size scan: 72%). A 0.7x frame with a
+pyramid step of 1.15 finds 74% of them, and about as many large faces as the 0.5x scan, in ~1.25x its time,
+still less than fer's (README "Analyze").
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import numpy as np
 from emotune.preprocess import Box, to_gray
 
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
-_CASCADE_WINDOW = 24  # the cascade's training window: it cannot find faces smaller than this
-# The `fer` package's minimum too. Looking for 40 px faces (a 0.6x frame) took ~1.5x the detection time,
-# for faces far smaller than a webcam user's (README "Analyze").
+_CASCADE_WINDOW = 24  # the smallest face looked for in the shrunk frame (alt2's own window is 20 px)
+# The `fer` package's minimum too. A minimum under 24 / downscale (34 px) shrinks the frame less, which costs
+# time, for faces far smaller than a webcam user's (README "Analyze").
 DEFAULT_MIN_FACE_SIZE = 50
-# Overlapping hits a detection needs. 4 instead of OpenCV's usual 5: +2-3 points of recall on the benchmark
-# scenes with as few false detections as fer's cascade at 5 (README "Analyze").
-DEFAULT_MIN_NEIGHBORS = 4
-# The cascade's pyramid step: 1.15 detected 28% faster at 5 points less recall (README "Analyze").
-DEFAULT_SCALE_FACTOR = 1.1
+# The three below were chosen together on 600 benchmark-style scenes (module docstring, README "Analyze").
+DEFAULT_DOWNSCALE = 0.7
+# The cascade's pyramid step: 1.1 on a 0.7x frame found 1-3 points more faces in ~1.25x the time.
+DEFAULT_SCALE_FACTOR = 1.15
+# Overlapping hits a detection needs. 3 instead of OpenCV's usual 5 wins back the faces the coarser step
+# misses, with fewer false detections than fer's cascade at 5.
+DEFAULT_MIN_NEIGHBORS = 3
 
 
 class FaceDetector(Protocol):
@@ -52,7 +59,7 @@ class HaarFaceDetector:
     def __init__(
         self,
         min_face_size: int = DEFAULT_MIN_FACE_SIZE,
-        downscale: float = 0.5,
+        downscale: float = DEFAULT_DOWNSCALE,
         scale_factor: float = DEFAULT_SCALE_FACTOR,
         min_neighbors: int = DEFAULT_MIN_NEIGHBORS,
     ) -> None:
