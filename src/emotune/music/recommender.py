@@ -225,6 +225,8 @@ class Recommender:
         if tracks.empty:
             raise CatalogError("no tracks to recommend from: check music.catalog_path / playlists_dir")
         self.tracks = tracks
+        # Plain dicts: a DataFrame row lookup (.iloc) cost ~0.25 ms, most of a 10-track recommendation.
+        self._records: list[dict[str, Any]] = tracks.to_dict("records")
         self._valence = tracks["valence"].to_numpy(dtype=np.float64)
         popularity = tracks["popularity"].fillna(0.5).to_numpy(dtype=np.float64)
         is_local = (tracks["path"] != "").to_numpy()
@@ -421,7 +423,7 @@ class Recommender:
         return self.jitter * _UNIFORM_HALF_WIDTH * (2.0 * u - 1.0)
 
     def _recommendation(self, row: int, target: tuple[float, float], distance: float) -> Recommendation:
-        t = self.tracks.iloc[row]
+        t = self._records[row]
         popularity = None if pd.isna(t["popularity"]) else float(t["popularity"])
         return Recommendation(
             id=t["id"],
