@@ -168,7 +168,7 @@ def test_detector_settings_come_from_the_serve_config(model_dir):
     assert settings(EmotionRecognizer.from_config(cfg.serve).detector) == (60, 0.9, 1.2, 6)
     # conf/serve and the library's own defaults (a user scripting with HaarFaceDetector()) are the same.
     default = EmotionRecognizer.from_config(compose([f"serve.model_dir={model_dir}"]).serve).detector
-    assert settings(default) == settings(HaarFaceDetector()) == (50, 0.7, 1.15, 3)
+    assert settings(default) == settings(HaarFaceDetector()) == (50, 0.65, 1.15, 3)
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):

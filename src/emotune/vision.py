@@ -7,9 +7,9 @@ grayscale copy of the frame and reports boxes in full-frame pixels.
 
 How far to shrink trades small faces for time, because OpenCV scans the pyramid levels where the window is
 less than twice the cascade's own (20 px) with a stride of 2 pixels: on a 0.5x frame, faces of 50-90 px fall
-on those levels and 56% of them were found (the `fer` package's full-size scan: 72%). A 0.7x frame with a
-pyramid step of 1.15 finds 74% of them, and about as many large faces as the 0.5x scan, in ~1.25x its time,
-still less than fer's (README "Analyze").
+on those levels and 56% of them were found (the `fer` package's full-size scan: 72%). A 0.65x frame with a
+pyramid step of 1.15 finds 71% of them, and as many large faces as the 0.5x scan with a step of 1.1, in the
+same time (README "Analyze").
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from emotune.preprocess import Box, to_gray
 
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 _CASCADE_WINDOW = 24  # the smallest face looked for in the shrunk frame (alt2's own window is 20 px)
-# The `fer` package's minimum too. A minimum under 24 / downscale (34 px) shrinks the frame less, which costs
+# The `fer` package's minimum too. A minimum under 24 / downscale (37 px) shrinks the frame less, which costs
 # time, for faces far smaller than a webcam user's (README "Analyze").
 DEFAULT_MIN_FACE_SIZE = 50
 # The three below were chosen together on 600 benchmark-style scenes (module docstring, README "Analyze").
-DEFAULT_DOWNSCALE = 0.7
-# The cascade's pyramid step: 1.1 on a 0.7x frame found 1-3 points more faces in ~1.25x the time.
+DEFAULT_DOWNSCALE = 0.65
+# The cascade's pyramid step: 1.1 on a 0.6x-0.7x frame found a few points more faces in ~1.3x the time.
 DEFAULT_SCALE_FACTOR = 1.15
 # Overlapping hits a detection needs. 3 instead of OpenCV's usual 5 wins back the faces the coarser step
 # misses, with fewer false detections than fer's cascade at 5.
