@@ -258,11 +258,11 @@ def end_to_end(ctx: Context) -> Section:
         per_frame, sides = scenes.per_frame, scenes.sides
         frames, truth = common.make_scenes(ctx.faces.x, sizes.frames, per_frame, seed=per_frame, sides=sides)
         bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]  # fer's input convention (OpenCV BGR)
-        shared = {"faces/frame": per_frame, "face px": f"{sides[0]}-{sides[1]}"}
+        scene_columns = {"faces/frame": per_frame, "face px": f"{sides[0]}-{sides[1]}"}
         log(f"end-to-end: {scenes.label}, emotune")
         ours = {
             "pipeline": "emotune (Haar + onnxruntime)",
-            **shared,
+            **scene_columns,
             "frames/s": median(
                 rates(lambda fs=frames: [rec.analyze(f) for f in fs], len(frames), sizes.repeats)
             ),
@@ -274,7 +274,7 @@ def end_to_end(ctx: Context) -> Section:
             rows.append(
                 {
                     "pipeline": "fer.FER(mtcnn=False).detect_emotions",
-                    **shared,
+                    **scene_columns,
                     "frames/s": median(
                         rates(lambda bs=bgr: [detect(b) for b in bs], len(bgr), sizes.repeats)
                     ),
