@@ -20,7 +20,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,8 +46,9 @@ WARM_SECONDS = TRAFFIC_TIMEOUT + 4
 
 
 class Server:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, writes: Path) -> None:
         self.url = url
+        self.writes = writes  # what its processes open for writing (tests/write_audit/sitecustomize.py)
         self.port = int(url.rsplit(":", 1)[1])
         self.root = next(
             p
@@ -75,9 +76,11 @@ def server(tmp_path_factory) -> Iterator[Server]:
         EMOTUNE_OVERRIDES=LIMITS,
         EMOTUNE_THREADS="4",
         BENTOML_CONFIG_OPTIONS=f"services.emotune.traffic.timeout={TRAFFIC_TIMEOUT}",
+        PYTHONPATH=str(TESTS / "write_audit"),
+        WRITE_AUDIT_LOG=str(tmp / "writes.log"),
     )
     with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
-        yield Server(served.url)
+        yield Server(served.url, tmp / "writes.log")
     log = (tmp / "server.log").read_text()
     assert " (status=5" not in log, "the server answered 5xx (see its log)"
 
@@ -337,6 +340,45 @@ def test_a_chunked_body_without_length_is_cut_off_at_the_limit(server):
 def test_the_server_still_answers_after_the_abuse(client):
     assert client.get("/readyz").status_code == 200
     assert analyze(client, PNG_FACE).json()["num_faces"] == 1
+
+
+# --- uploads stay in memory ----------------------------------------------------------------------------
+
+
+def test_analyze_never_writes_an_upload_to_disk(server, client):
+    """README "Privacy": an /analyze upload is held in memory, also a part over Starlette's 1 MB spool size
+    (refused as over serve.max_image_bytes, after it was read): the server opens no file for writing while it
+    answers. The same audit sees the page's Gradio upload route write its file, so it does watch."""
+    small = encode(paste(fer_like_face())[0], "JPEG")
+    noise = np.random.default_rng(0).integers(0, 256, (720, 720, 3), dtype=np.uint8)
+    big = encode(noise, "PNG")  # incompressible: ~1.5 MB
+    assert 1024 * 1024 < len(big) < BODY_LIMIT - 100_000 and len(big) > MAX_BYTES
+
+    def writes_during(requests: Callable[[], None]) -> list[str]:
+        before = server.writes.stat().st_size
+        requests()
+        return server.writes.read_bytes()[before:].decode().splitlines()
+
+    assert analyze(client, small).status_code == 200  # first requests create the metrics files
+
+    def uploads() -> None:
+        for _ in range(3):
+            found = analyze(client, small, "frame.jpg", "image/jpeg")
+            assert found.status_code == 200 and len(found.json()["faces"]) == 1, found.text
+        assert_json_error(analyze(client, big, "big.png", "image/png"), 413, "limit")
+
+    assert writes_during(uploads) == []
+
+    stored: list[Path] = []
+
+    def page_upload() -> None:
+        answer = client.post("/ui/gradio_api/upload", files={"files": ("frame.jpg", small, "image/jpeg")})
+        assert answer.status_code == 200, answer.text
+        stored.append(Path(answer.json()[0]))  # <Gradio's folder>/<hash>/frame.jpg, via a temporary name
+
+    written = writes_during(page_upload)
+    stored[0].unlink()
+    assert any(line.split(" ", 2)[2].startswith(str(stored[0].parents[1])) for line in written), written
 
 
 # --- where it listens ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The BentoML service: `bentoml serve` (bentofile.yaml -> service:Emotune, a shim for this module).
 
-POST /analyze    multipart image upload -> faces, boxes, emotions, probabilities, dominant emotion (+ music)
+POST /analyze    multipart image upload (held in memory) -> faces, boxes, emotions, probabilities, mood, music
 POST /classify   {"crops": N x 48 x 48 grey levels} -> N x 7 probabilities, adaptive batching across requests
 POST /recommend  {"mood": "sad" | {emotion: p} | [7 probabilities], "k", "strategy", "exclude", "seed"}
 GET  /health     model, detector and music status;  GET /model_card: the model card (JSON)
@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import bentoml
 import numpy as np
 from fastapi import FastAPI
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import core_schema
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse
 
 from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
@@ -41,6 +44,9 @@ MAX_BODY_BYTES = int(SERVE.max_image_bytes) + 2_000_000
 # Declared only when the store has the model: a BentoModel that is not there would be looked up in BentoCloud.
 STORE_PATH = bentoml_store_path(str(SERVE.bentoml_model)) if SERVE.get("bentoml_model") else None
 STORE_MODEL = bentoml.models.BentoModel(f"{SERVE.bentoml_model}:latest") if STORE_PATH is not None else None
+# Starlette spools a form's file part over 1 MB to a temporary file; RequestGuard already holds the whole body
+# (at most MAX_BODY_BYTES) in memory, so the part stays there too: uploads never touch the disk.
+MultiPartParser.spool_max_size = MAX_BODY_BYTES
 
 
 def checked_crops(value: Any) -> np.ndarray:
@@ -52,6 +58,42 @@ def checked_crops(value: Any) -> np.ndarray:
 
 Crops = Annotated[np.ndarray, AfterValidator(checked_crops)]
 Mood = str | dict[str, float] | list[float]
+
+
+class Upload(PurePosixPath):
+    """A multipart file field held in memory: the client's file name (a pure path: nothing on disk) and the
+    bytes it sent, `content`. BentoML takes a form field as a file only when its type is a path (or a PIL
+    image), and it writes a `Path` parameter to a temporary file; a path class of our own is left to us."""
+
+    content: bytes = b""
+
+    @classmethod
+    def from_form(cls, value: Any) -> Upload:
+        if isinstance(value, UploadFile):
+            upload = cls(os.path.basename(value.filename or "") or "upload")
+            upload.content = value.file.read()  # in memory: see MultiPartParser.spool_max_size above
+        elif isinstance(value, bytes):
+            upload = cls("upload")
+            upload.content = value
+        else:
+            raise ValueError("expected a file upload")
+        return upload
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.from_form,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda upload: upload.content),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        # What BentoML's own file fields declare: "file" makes its OpenAPI spec a binary form field.
+        return {"type": "file" if handler.mode == "validation" else "string", "format": "binary"}
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -94,14 +136,14 @@ class Emotune:
     @bentoml.api
     def analyze(
         self,
-        image: Annotated[Path, Field(description="the picture, as a multipart file upload (JPEG, PNG, ...)")],
+        image: Annotated[Upload, Field(description="the picture, as a multipart file (JPEG, PNG, ...)")],
         k: int | None = None,
         strategy: str | None = None,
     ) -> dict[str, Any]:
         """Faces in the image with their box (x, y, w, h), emotion and 7 probabilities; the dominant emotion
         (argmax of the faces' mean probabilities) and music for it. No face: 200 with zero faces."""
         try:
-            rgb = decode_image(image.read_bytes(), int(SERVE.max_image_bytes), int(SERVE.max_image_pixels))
+            rgb = decode_image(image.content, int(SERVE.max_image_bytes), int(SERVE.max_image_pixels))
         except ImageError as err:
             return error(str(err), err.status)
         try:
