@@ -154,6 +154,17 @@ def test_snapshot_is_read_into_memory_and_deleted(page, tmp_path):
     assert "No face found in this picture" in out[2] and viewer.smoother.mood == "happy"
 
 
+def test_only_the_streaming_input_takes_the_camera(page, cfg):
+    """README "Privacy": camera frames stay in memory. The live input streams them as data URLs; a picture
+    taken in any other gr.Image would be uploaded to Gradio's folder on disk, so no other input has the
+    camera."""
+    from emotune.ui import build_page
+
+    images = [b for b in build_page(page.engine, cfg).blocks.values() if isinstance(b, gr.Image)]
+    assert sorted(b.elem_id for b in images) == ["camera", "photo"]
+    assert {b.elem_id: b.streaming for b in images if "webcam" in b.sources} == {"camera": True}
+
+
 def test_errors_are_logged_and_the_page_says_something_short(cfg, caplog):
     def broken():
         raise RuntimeError("model exploded")

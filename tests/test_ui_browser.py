@@ -233,7 +233,7 @@ def test_snapshot_with_two_faces(page, setup):
     path = setup["tmp"] / "two-faces.png"
     path.write_bytes(encode(photo))
 
-    page.click("#tab-snapshot-button, button[role='tab']:has-text('Snapshot')")
+    page.click("#tab-snapshot-button, button[role='tab']:has-text('Photo')")
     upload(page, path)
     wait_for_mood(page, "This picture looks")
     assert mood_of(page) in EMOTIONS

@@ -6,12 +6,13 @@
 Live mode streams webcam frames (JPEG data URLs, decoded in memory) to `Page.live`, which finds the faces,
 classifies them in one batch, draws them on a copy of the frame and feeds the chosen face's probabilities to
 the viewer's `MoodSmoother` (emotune.mood). The playlist is made only when the smoothed mood (or the
-strategy) changes. Snapshot mode analyses one uploaded or taken picture and sets the mood at once.
+strategy) changes. Photo mode analyses one uploaded picture and sets the mood at once.
 
 Privacy: camera frames never touch the disk. Live frames arrive as data URLs and the annotated frame goes
-back as a data URL inside HTML (a gr.Image output would be saved to Gradio's cache). A snapshot is the one
-exception Gradio forces: its upload lands in Gradio's temporary folder, so the page reads it into memory and
-deletes the file at once.
+back as a data URL inside HTML (a gr.Image output would be saved to Gradio's cache). The camera is offered
+only there: a picture taken in a non-streaming gr.Image is uploaded to Gradio's temporary folder, so the Photo
+input takes files only; their upload lands in that folder and the page reads it into memory and deletes it
+at once.
 
 State is per browser session (gr.State holds a `Viewer`). Errors never reach the page as stack traces: they
 are logged and the page shows a short message.
@@ -218,7 +219,7 @@ def view_html(annotated: np.ndarray | None, faces: int = 0) -> str:
     if annotated is None:
         return (
             f'<div class="et-card et-view"><div class="et-empty">{face_svg(None, 64)}'
-            "Press the record button on the camera to start, or switch to <b>Snapshot</b> to use a photo."
+            "Press the record button on the camera to start, or switch to <b>Photo</b> to use a picture."
             "<br>What emotune sees appears here.</div></div>"
         )
     alt = f"the picture with {faces} face(s) marked" if faces else "the picture: no face found"
@@ -594,11 +595,11 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                             ),
                             elem_id="camera",
                         )
-                    with gr.Tab("Snapshot", id="snapshot", elem_id="tab-snapshot"):
+                    with gr.Tab("Photo", id="snapshot", elem_id="tab-snapshot"):
                         photo = gr.Image(
-                            sources=["upload", "webcam"],
+                            sources=["upload"],  # no camera: its pictures would be written to disk (above)
                             type="filepath",  # read into memory and deleted at once by Page.snapshot
-                            label="Upload a photo or take a picture",
+                            label="Upload a photo",
                             height=220,
                             elem_id="photo",
                         )
