@@ -171,6 +171,16 @@ def test_detector_settings_come_from_the_serve_config(model_dir):
     assert settings(default) == settings(HaarFaceDetector()) == (50, 0.65, 1.15, 3)
 
 
+def test_load_takes_a_detector_or_its_settings(model_dir):
+    custom = HaarFaceDetector(min_face_size=80)
+    assert EmotionRecognizer.load(model_dir, detector=custom).detector is custom
+    named = EmotionRecognizer.load(model_dir, min_face_size=60, downscale=0.7).detector
+    defaults = HaarFaceDetector()
+    assert (named.min_face_size, named.downscale, named.scale_factor) == (60, 0.7, defaults.scale_factor)
+    with pytest.raises(TypeError, match="min_face_size"):
+        EmotionRecognizer.load(model_dir, detector=custom, min_face_size=60)
+
+
 def test_missing_model_says_how_to_get_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="promote"):
         EmotionRecognizer.load(tmp_path)

@@ -21,15 +21,7 @@ import numpy as np
 
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
-from emotune.vision import (
-    DEFAULT_DOWNSCALE,
-    DEFAULT_MIN_FACE_SIZE,
-    DEFAULT_MIN_NEIGHBORS,
-    DEFAULT_SCALE_FACTOR,
-    FaceDetector,
-    as_rgb,
-    make_detector,
-)
+from emotune.vision import FaceDetector, as_rgb, detector_from_config, make_detector
 
 ONNX_FILE = "emotune.onnx"
 KERAS_FILE = "model.keras"
@@ -276,18 +268,20 @@ class EmotionRecognizer:
         cls,
         model_dir: Path | str = "models",
         *,
-        detector: str = "haar",
-        min_face_size: int = DEFAULT_MIN_FACE_SIZE,
-        downscale: float = DEFAULT_DOWNSCALE,
-        scale_factor: float = DEFAULT_SCALE_FACTOR,
-        min_neighbors: int = DEFAULT_MIN_NEIGHBORS,
+        detector: FaceDetector | str = "haar",
         margin: float = 0.1,
         threads: int = 0,
+        **detector_options: float,
     ) -> EmotionRecognizer:
         """Load `model_dir`/emotune.onnx (or model.keras, or the given model file) and its model card.
 
-        Raises FileNotFoundError without a model, ModelLoadError for a damaged file or one whose sha256
-        differs from the card's."""
+        `detector`: a FaceDetector, or a name for `make_detector` with `detector_options` (e.g.
+        `min_face_size=60`, `downscale=0.7`; see HaarFaceDetector). Raises FileNotFoundError without a
+        model, ModelLoadError for a damaged file or one whose sha256 differs from the card's."""
+        if isinstance(detector, str):
+            detector = make_detector(detector, **detector_options)
+        elif detector_options:
+            raise TypeError(f"detector options {sorted(detector_options)} given with a detector instance")
         path, card = check_model(model_dir)
         try:
             backend = load_backend(path, threads)
@@ -295,13 +289,7 @@ class EmotionRecognizer:
             raise ModelLoadError(f"cannot load the model {path}: {err}. " + RESTORE_HINT) from err
         return cls(
             backend,
-            make_detector(
-                detector,
-                min_face_size=min_face_size,
-                downscale=downscale,
-                scale_factor=scale_factor,
-                min_neighbors=min_neighbors,
-            ),
+            detector,
             margin=margin,
             card=card,
             source=str(path),
@@ -318,11 +306,7 @@ class EmotionRecognizer:
         how = how if model else found
         recognizer = cls.load(
             path,
-            detector=serve_cfg.get("detector", "haar"),
-            min_face_size=int(serve_cfg.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
-            downscale=float(serve_cfg.get("detector_downscale", DEFAULT_DOWNSCALE)),
-            scale_factor=float(serve_cfg.get("detector_scale_factor", DEFAULT_SCALE_FACTOR)),
-            min_neighbors=int(serve_cfg.get("detector_min_neighbors", DEFAULT_MIN_NEIGHBORS)),
+            detector=detector_from_config(serve_cfg),
             margin=float(serve_cfg.get("face_margin", 0.1)),
             threads=int(serve_cfg.get("intra_op_threads", 0)),
         )

@@ -123,6 +123,17 @@ def make_detector(
     raise ValueError(f"serve.detector={name!r}: expected one of {', '.join(DETECTORS)}")
 
 
+def detector_from_config(serve_cfg: Any) -> FaceDetector:
+    """The Hydra `serve` group's detector: `detector`, `min_face_size` and the `detector_*` settings."""
+    return make_detector(
+        str(serve_cfg.get("detector", "haar")),
+        min_face_size=int(serve_cfg.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+        downscale=float(serve_cfg.get("detector_downscale", DEFAULT_DOWNSCALE)),
+        scale_factor=float(serve_cfg.get("detector_scale_factor", DEFAULT_SCALE_FACTOR)),
+        min_neighbors=int(serve_cfg.get("detector_min_neighbors", DEFAULT_MIN_NEIGHBORS)),
+    )
+
+
 class ImageError(ValueError):
     """An upload that is not a usable image; `status` is the HTTP status a service should answer with."""
 
