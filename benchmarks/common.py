@@ -54,6 +54,7 @@ class Sizes:
     frames: int  # frames per scene set (SCENE_SETS)
     service_requests: int  # requests per timed run and workload
     service_seconds: float  # ... or fewer when a run takes longer than this
+    paced_rates: tuple[float, ...]  # /analyze at 10 clients that each send this many requests/s at most
     batching_modes: tuple[bool, ...]
     accuracy_rows: int | None  # PublicTest rows (None: all)
 
@@ -69,6 +70,7 @@ QUICK = Sizes(
     frames=3,
     service_requests=20,
     service_seconds=10,
+    paced_rates=(2.0,),
     batching_modes=(True,),  # one server start: CI time (the full run compares on and off)
     accuracy_rows=256,
 )
@@ -83,6 +85,7 @@ FULL = Sizes(
     frames=30,
     service_requests=200,
     service_seconds=15,
+    paced_rates=(1.0, 2.0, 3.0),
     batching_modes=(True, False),
     accuracy_rows=None,
 )

@@ -83,12 +83,16 @@ class Workload:
     clients: int
     faces_per_request: int
     body: dict[str, Any] = field(repr=False)  # httpx request arguments: content/files and headers
+    # Requests per second each client sends at most, like a camera at that frame rate that waits for each
+    # answer (a late answer delays the next frame; no burst to catch up); None: back to back.
+    rate_per_client: float | None = None
 
 
-def analyze_workload(jpeg: bytes, faces: int, clients: int = 10) -> Workload:
-    return Workload(
-        "analyze", "/analyze", clients, faces, {"files": {"image": ("frame.jpg", jpeg, "image/jpeg")}}
-    )
+def analyze_workload(
+    jpeg: bytes, faces: int, clients: int = 10, rate_per_client: float | None = None
+) -> Workload:
+    files = {"files": {"image": ("frame.jpg", jpeg, "image/jpeg")}}
+    return Workload("analyze", "/analyze", clients, faces, files, rate_per_client)
 
 
 def classify_workload(crops: np.ndarray, clients: int) -> Workload:
@@ -120,10 +124,15 @@ async def _run(url: str, work: Workload, requests: int, seconds: float) -> RunRe
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=work.clients, max_keepalive_connections=work.clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        interval = 1 / work.rate_per_client if work.rate_per_client else 0.0
 
-        async def one_client() -> None:
+        async def one_client(index: int) -> None:
             nonlocal issued
+            send_at = time.perf_counter() + interval * index / work.clients  # clients spread over a period
             while issued < requests and time.monotonic() < deadline:
+                if interval:
+                    await asyncio.sleep(max(0.0, send_at - time.perf_counter()))
+                    send_at = max(send_at, time.perf_counter()) + interval
                 issued += 1
                 start = time.perf_counter()
                 try:
@@ -137,7 +146,7 @@ async def _run(url: str, work: Workload, requests: int, seconds: float) -> RunRe
                     errors.append(why)
 
         start = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(work.clients)))
+        await asyncio.gather(*(one_client(i) for i in range(work.clients)))
         elapsed = time.perf_counter() - start
     return RunResult(len(latencies), len(errors), elapsed, latencies, errors[:3])
 
@@ -153,6 +162,7 @@ def load(url: str, work: Workload, runs: int, requests: int, seconds: float) -> 
     return {
         "endpoint": work.path,
         "clients": work.clients,
+        "rate_per_client": work.rate_per_client,
         "faces_per_request": work.faces_per_request,
         "requests": int(sum(r.requests for r in results)),
         "errors": int(errors),

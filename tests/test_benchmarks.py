@@ -110,9 +110,17 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     assert [
         (r["batching"], r["endpoint"], r["faces_per_request"]) for r in service if r["endpoint"] != "/analyze"
     ] == [(mode, "/classify", n) for mode in modes for n in (1, 64)]
-    assert [(r["batching"], r["clients"]) for r in service if r["endpoint"] == "/analyze"] == [
-        (mode, n) for mode in modes for n in (1, 10)
+    paced = [(modes[0], 10, rate) for rate in common.QUICK.paced_rates]  # with the first server only
+    analyze = [r for r in service if r["endpoint"] == "/analyze"]
+    assert [(r["batching"], r["clients"], r["rate_per_client"]) for r in analyze] == [
+        (modes[0], 1, None),
+        (modes[0], 10, None),
+        *paced,
+        *((mode, n, None) for mode in modes[1:] for n in (1, 10)),
     ]
+    for r in service:
+        if r["rate_per_client"]:  # each client waits its turn: the offered rate bounds the measured one
+            assert r["requests_per_s"] <= 1.25 * r["clients"] * r["rate_per_client"], r
     for r in service:
         assert r["errors"] == 0 and r["requests"] > 0
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
