@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse
 
-from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
+from emotune.analyze_commands import analysis_json, freeze_loaded_objects, load_recommender, serve_settings
 from emotune.http_guard import RequestGuard
 from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops, check_model, locate_model
 from emotune.registry import bentoml_store_path
@@ -132,6 +132,7 @@ class Emotune:
         self.recognizer = EmotionRecognizer.from_config(SERVE, model, how)
         self.recommender, self.music_status = load_recommender(CFG)
         log.info("emotune: model %s; music %s", self.recognizer.source, self.music_status)
+        freeze_loaded_objects()
 
     @bentoml.api
     def analyze(

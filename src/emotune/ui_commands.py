@@ -15,7 +15,7 @@ def _ui(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    from emotune.analyze_commands import serve_settings
+    from emotune.analyze_commands import freeze_loaded_objects, serve_settings
     from emotune.ui import Engine, page_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -25,7 +25,9 @@ def _ui(args: argparse.Namespace) -> int:
     port = int(args.port or cfg.ui.port)
     print(f"emotune page: http://{host}:{port}/", flush=True)
     print(f"  model {engine.recognizer.source}; music {engine.music_status}", flush=True)
-    uvicorn.run(page_app(cfg, engine=lambda: engine), host=host, port=port, log_level="warning")
+    app = page_app(cfg, engine=lambda: engine)
+    freeze_loaded_objects()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
