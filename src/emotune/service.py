@@ -69,14 +69,10 @@ class Upload(PurePosixPath):
 
     @classmethod
     def from_form(cls, value: Any) -> Upload:
-        if isinstance(value, UploadFile):
-            upload = cls(os.path.basename(value.filename or "") or "upload")
-            upload.content = value.file.read()  # in memory: see MultiPartParser.spool_max_size above
-        elif isinstance(value, bytes):
-            upload = cls("upload")
-            upload.content = value
-        else:
+        if not isinstance(value, UploadFile):
             raise ValueError("expected a file upload")
+        upload = cls(os.path.basename(value.filename or "") or "upload")
+        upload.content = value.file.read()  # in memory: see MultiPartParser.spool_max_size above
         return upload
 
     @classmethod
