@@ -25,7 +25,8 @@ from emotune.serve_process import bentoml_serve, serve_env
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TESTS = Path(__file__).resolve().parent
+ARTIFACTS = TESTS.parent / "test-artifacts"
 FPS = 10
 FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
 NO_FACE_S = 1.0
@@ -85,6 +86,8 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=overrides,
         GRADIO_TEMP_DIR=str(gradio_tmp),
+        PYTHONPATH=str(TESTS / "write_audit"),  # what the server writes, see tests/write_audit
+        WRITE_AUDIT_LOG=str(tmp / "writes.log"),
     )
     try:
         with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
@@ -172,7 +175,16 @@ def mood_of(page) -> str:
     return page.get_attribute("#mood .et-mood", "data-mood") or ""
 
 
+def written_since(setup: dict, offset: int) -> list[str]:
+    """The files the server opened for writing since byte `offset` of its write log, except in its BentoML
+    home (metrics files)."""
+    lines = (setup["tmp"] / "writes.log").read_bytes()[offset:].decode().splitlines()
+    paths = [line.split(" ", 2)[2] for line in lines]
+    return [p for p in paths if not p.startswith(str(setup["tmp"] / "bentoml"))]
+
+
 def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
+    writes_before = (setup["tmp"] / "writes.log").stat().st_size
     assert "No face yet" in page.inner_text("#mood")
     page.click("#camera button:has-text('Click to Access Webcam')")
     page.click("#camera button.capture-button", timeout=15_000)  # Record: start streaming
@@ -222,7 +234,11 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
 
     assert page.outside == [], f"the page fetched from elsewhere: {page.outside}"
     assert page.errors == []
-    # Camera frames never reached the disk: Gradio's folder holds no picture (only the played audio).
+    # Camera frames never reached the disk: in the seconds the camera streamed, the server wrote only the
+    # tracks it played (Gradio copies each into its folder through a temporary ".<name>.wav.<random>"), and
+    # that folder holds no picture.
+    written = written_since(setup, writes_before)
+    assert written and all(re.search(r"\.wav(\.\w+)?$", path) for path in written), written
     assert image_files(setup["gradio_tmp"]) == []
 
 
