@@ -67,3 +67,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         path.mkdir(exist_ok=True)
         export_tiny_model(path)
     return path
+
+
+WRITE_AUDIT = Path(__file__).resolve().parent / "write_audit"
+
+
+def write_audit_env(log: Path) -> dict[str, str]:
+    """Environment for a server whose processes log each file they open for writing to `log`
+    (tests/write_audit/sitecustomize.py)."""
+    return {"PYTHONPATH": str(WRITE_AUDIT), "WRITE_AUDIT_LOG": str(log)}
+
+
+def written_since(log: Path, offset: int) -> list[str]:
+    """The paths in a write-audit `log` after byte `offset` (see `write_audit_env`)."""
+    return [line.split(" ", 2)[2] for line in log.read_bytes()[offset:].decode().splitlines()]

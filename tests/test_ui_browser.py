@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serving_helpers import encode, fer_like_face, paste, tiny_model_dir
+from serving_helpers import encode, fer_like_face, paste, tiny_model_dir, write_audit_env, written_since
 
 from emotune.labels import EMOTIONS
 from emotune.serve_process import bentoml_serve, serve_env
@@ -25,8 +25,7 @@ from emotune.serve_process import bentoml_serve, serve_env
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
-TESTS = Path(__file__).resolve().parent
-ARTIFACTS = TESTS.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 FPS = 10
 FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
 NO_FACE_S = 1.0
@@ -86,8 +85,7 @@ def setup(tmp_path_factory) -> Iterator[dict]:
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=overrides,
         GRADIO_TEMP_DIR=str(gradio_tmp),
-        PYTHONPATH=str(TESTS / "write_audit"),  # what the server writes, see tests/write_audit
-        WRITE_AUDIT_LOG=str(tmp / "writes.log"),
+        **write_audit_env(tmp / "writes.log"),  # what the server writes
     )
     try:
         with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
@@ -175,14 +173,6 @@ def mood_of(page) -> str:
     return page.get_attribute("#mood .et-mood", "data-mood") or ""
 
 
-def written_since(setup: dict, offset: int) -> list[str]:
-    """The files the server opened for writing since byte `offset` of its write log, except in its BentoML
-    home (metrics files)."""
-    lines = (setup["tmp"] / "writes.log").read_bytes()[offset:].decode().splitlines()
-    paths = [line.split(" ", 2)[2] for line in lines]
-    return [p for p in paths if not p.startswith(str(setup["tmp"] / "bentoml"))]
-
-
 def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     writes_before = (setup["tmp"] / "writes.log").stat().st_size
     assert "No face yet" in page.inner_text("#mood")
@@ -237,7 +227,8 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     # Camera frames never reached the disk: in the seconds the camera streamed, the server wrote only the
     # tracks it played (Gradio copies each into its folder through a temporary ".<name>.wav.<random>"), and
     # that folder holds no picture.
-    written = written_since(setup, writes_before)
+    home = str(setup["tmp"] / "bentoml")  # the server's metrics files
+    written = [p for p in written_since(setup["tmp"] / "writes.log", writes_before) if not p.startswith(home)]
     assert written and all(re.search(r"\.wav(\.\w+)?$", path) for path in written), written
     assert image_files(setup["gradio_tmp"]) == []
 
