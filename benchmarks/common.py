@@ -56,6 +56,7 @@ class Sizes:
     service_seconds: float  # ... or fewer when a run takes longer than this
     paced_rates: tuple[float, ...]  # /analyze at 10 clients that each send this many requests/s at most
     batching_modes: tuple[bool, ...]
+    detection_free: bool  # one more server: /analyze at 10 clients with detection skipped (its floor)
     accuracy_rows: int | None  # PublicTest rows (None: all)
 
 
@@ -72,6 +73,7 @@ QUICK = Sizes(
     service_seconds=10,
     paced_rates=(2.0,),
     batching_modes=(True,),  # one server start: CI time (the full run compares on and off)
+    detection_free=False,
     accuracy_rows=256,
 )
 FULL = Sizes(
@@ -87,6 +89,7 @@ FULL = Sizes(
     service_seconds=15,
     paced_rates=(1.0, 2.0, 3.0),
     batching_modes=(True, False),
+    detection_free=True,
     accuracy_rows=None,
 )
 

@@ -26,6 +26,7 @@ READY_TIMEOUT_S = 180
 @dataclass
 class Server:
     served: Served
+    detection_free: bool = False
 
     @property
     def url(self) -> str:
@@ -60,20 +61,36 @@ class Server:
         }
 
 
+DETECTION_FREE = Path(__file__).resolve().parent / "detection_free"
+
+
 @contextlib.contextmanager
-def serving(model_dir: Path, adaptive_batching: bool, log_dir: Path) -> Iterator[Server]:
+def serving(
+    model_dir: Path, adaptive_batching: bool, log_dir: Path, detection_free: bool = False
+) -> Iterator[Server]:
     """`bentoml serve` of this repository's service with the model in `model_dir` (EMOTUNE_MODEL_DIR) and
-    adaptive batching of /classify on or off (serve.adaptive_batching), in a BentoML home of its own."""
+    adaptive batching of /classify on or off (serve.adaptive_batching), in a BentoML home of its own.
+
+    `detection_free`: the face detector answers every frame with its first frame's boxes
+    (benchmarks/detection_free), which measures the service without the cost of detection."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"bentoml-serve-batching-{'on' if adaptive_batching else 'off'}.log"
+    name = f"batching-{'on' if adaptive_batching else 'off'}{'-detection-free' if detection_free else ''}"
+    log = log_dir / f"bentoml-serve-{name}.log"
+    extra = {}
+    if detection_free:
+        path = os.pathsep.join(p for p in (str(DETECTION_FREE), os.environ.get("PYTHONPATH")) if p)
+        extra = {"PYTHONPATH": path, "EMOTUNE_BENCH_DETECTION_FREE": "1"}
     # The caller's overrides (e.g. detector settings) apply to the served model too.
     overrides = f"{os.environ.get('EMOTUNE_OVERRIDES', '')} serve.adaptive_batching={adaptive_batching}"
     with tempfile.TemporaryDirectory(prefix="emotune-bench-bentoml-") as home:
         env = serve_env(
-            home, EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()), EMOTUNE_OVERRIDES=overrides.strip()
+            home,
+            EMOTUNE_MODEL_DIR=str(Path(model_dir).resolve()),
+            EMOTUNE_OVERRIDES=overrides.strip(),
+            **extra,
         )
         with bentoml_serve("service:Emotune", env, log, READY_TIMEOUT_S, host="127.0.0.1") as served:
-            yield Server(served)
+            yield Server(served, detection_free)
 
 
 @dataclass(frozen=True)

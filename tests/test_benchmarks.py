@@ -5,6 +5,7 @@ Timings themselves are not asserted: they depend on the machine and on what else
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from serving_helpers import tiny_model_dir
 
-from benchmarks import common
+from benchmarks import common, service_load
 from benchmarks.peer import PEER_DIR
 from emotune.config import REPO_ROOT
 
@@ -58,6 +59,30 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["--quick", "--model-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "no model in" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_detection_free_server_answers_every_frame_with_its_first_frames_boxes() -> None:
+    """benchmarks/detection_free, which figure 4's detection-skipped row starts the server with."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); import numpy as np; from serving_helpers import photo_rgb; "
+        "from emotune.vision import HaarFaceDetector; d = HaarFaceDetector(); first = d.detect(photo_rgb()); "
+        "print(len(first), d.detect(np.zeros((480, 640, 3), np.uint8)) == first)"
+    )
+    for switch, expected in (("1", ["1", "True"]), ("", ["1", "False"])):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(service_load.DETECTION_FREE),
+            "EMOTUNE_BENCH_DETECTION_FREE": switch,
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.stdout.split() == expected, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
