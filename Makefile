@@ -34,6 +34,7 @@ lint: env
 
 test: env  ## lint + the whole test suite (what CI runs)
 	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 	$(RUN) pytest
 
 # The `fer` package, the peer the benchmarks compare against: outside the locked environment (its declared
