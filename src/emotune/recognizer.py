@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -186,7 +186,6 @@ class Analysis:
     faces: list[Face]
     width: int
     height: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def probabilities(self) -> np.ndarray | None:
@@ -208,7 +207,6 @@ class Analysis:
             "dominant_emotion": self.dominant_emotion,
             "probabilities": None if probs is None else _named(probs),
             "image": {"width": self.width, "height": self.height},
-            **self.extra,
         }
 
 
@@ -337,7 +335,3 @@ class EmotionRecognizer:
         probs = self.classify(self.crops(frame, boxes))
         faces = [Face(box, p) for box, p in zip(boxes, probs, strict=True)]
         return Analysis(faces, width=int(frame.shape[1]), height=int(frame.shape[0]))
-
-    def info(self) -> dict[str, Any]:
-        """What the service reports as its model metadata."""
-        return {"source": self.source, "labels": list(EMOTIONS), "card": self.card}

@@ -131,7 +131,6 @@ class Viewer:
     current: Recommendation | None = None  # the track in the player
     playing: bool = False  # a local track is playing (the browser tells us: play/pause events)
     seed: int = 0  # a fresh seed per playlist: coming back to a mood gives a fresh list
-    frames: int = 0
     pictures: int = 0  # snapshots handled: a new count clears the snapshot input (build_page)
     last_ms: float | None = None  # time to analyse the last frame
 
@@ -384,7 +383,6 @@ class Page:
 
     def __init__(self, engine: Callable[[], Any], cfg: DictConfig) -> None:
         self.engine = engine
-        self.ui = cfg.ui
         self.smoothing = Smoothing.from_config(cfg.ui.get("smoothing"))
         self.k = int(cfg.ui.get("k") or cfg.music.k)
         self.recent = int(cfg.music.get("recent_exclude", 20))
@@ -467,7 +465,6 @@ class Page:
             analysis, chosen, probs = self._analyze(frame, rule)
             reading = viewer.smoother.update(probs, time.monotonic())
             view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
-            viewer.frames += 1
             viewer.last_ms = (time.perf_counter() - start) * 1000
             changed = self._refresh_playlist(viewer, strategy)
             status, meta = self._status(viewer, reading, len(analysis.faces), rule)
