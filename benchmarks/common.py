@@ -140,7 +140,8 @@ def _mem_gib() -> float | None:
     return None
 
 
-def _version(dist: str) -> str | None:
+def dist_version(dist: str) -> str | None:
+    """The installed version of a distribution on the current sys.path, None when it is not installed."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -194,7 +195,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "versions": {p: v for p in packages if (v := _version(p))},
+        "versions": {p: v for p in packages if (v := dist_version(p))},
     }
 
 

