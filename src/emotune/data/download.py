@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+from emotune.atomic import atomic_output
+
 SOURCES = {
     "csv": ("dataset", "deadskull7/fer2013"),
     "competition": (
@@ -111,20 +113,13 @@ def install_csv(csv_path: Path, dest: Path) -> Path:
     from emotune.data.fer2013 import load_csv
 
     load_csv(csv_path)  # raises DataValidationError before anything is written
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with (
-            open(csv_path, "rb") as src,
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-        ):
-            shutil.copyfileobj(src, gz, 1 << 20)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_output(dest) as tmp,
+        open(csv_path, "rb") as src,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+    ):
+        shutil.copyfileobj(src, gz, 1 << 20)
     return dest
 
 

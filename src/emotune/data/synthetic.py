@@ -11,14 +11,13 @@ the pipeline's `data.synthetic` flag labels every report built from it.
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from emotune.atomic import atomic_output
 from emotune.data.fer2013 import COLUMNS, USAGES
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE
@@ -163,14 +162,6 @@ def synthesize(out: Path | str, rows: int, seed: int = 0) -> Path:
     data = to_csv_text(*generate(rows, seed)).encode()
     if out.name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(out) as tmp:
+        tmp.write_bytes(data)
     return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from emotune.atomic import atomic_output
 from emotune.labels import EMOTIONS
 
 KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with audio features
@@ -139,15 +139,8 @@ def download_catalog(
     except Exception as exc:  # kagglehub raises its own HTTP/auth error types
         raise DownloadError(f"Kaggle download of {dataset}/{filename} failed: {exc}") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", delete=False) as tmp:
-        try:
-            with cached.open("rb") as source:
-                shutil.copyfileobj(source, tmp)
-        except BaseException:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise
-    Path(tmp.name).replace(out)
+    with atomic_output(out) as tmp, cached.open("rb") as source, open(tmp, "wb") as copy:
+        shutil.copyfileobj(source, copy)
     return out
 
 
