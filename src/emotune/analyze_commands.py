@@ -121,16 +121,13 @@ def _analyze(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     """`bentoml serve` of the repository's service, with the EMOTUNE_* settings from the options."""
     from emotune.config import REPO_ROOT
+    from emotune.recognizer import MODEL_DIR_ENV
 
     env = dict(os.environ)
-    for option, var in (
-        ("host", "EMOTUNE_HOST"),
-        ("port", "EMOTUNE_PORT"),
-        ("workers", "EMOTUNE_WORKERS"),
-        ("threads", "EMOTUNE_THREADS"),
-        ("model", "EMOTUNE_MODEL_DIR"),
-    ):
-        if getattr(args, option) is not None:
+    # Each option sets the variable of the serve setting of the same name (ENV_SETTINGS).
+    variables = {setting: var for var, (setting, _) in ENV_SETTINGS.items()} | {"model": MODEL_DIR_ENV}
+    for option, var in variables.items():
+        if getattr(args, option, None) is not None:
             env[var] = str(getattr(args, option))
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
