@@ -106,9 +106,19 @@ def artist_key(artist: object) -> str:
     return text_key(str(artist).split(";")[0]) if isinstance(artist, str) else ""
 
 
+def song_key(artist: str, name: str) -> str:
+    """Artist and title, comparable: what makes two rows of different files the same song."""
+    return f"{artist_key(artist)}\0{text_key(name)}"
+
+
+def song_keys(frame: pd.DataFrame) -> pd.Series:
+    """`song_key` of every row of a frame with `artist` and `name` columns."""
+    return frame["artist"].map(artist_key) + "\0" + frame["name"].map(text_key)
+
+
 def track_id(artist: str, name: str) -> str:
     """A stable id for a song without one: the same song in two files gets the same id."""
-    digest = hashlib.sha1(f"{artist_key(artist)}\0{text_key(name)}".encode()).hexdigest()
+    digest = hashlib.sha1(song_key(artist, name).encode()).hexdigest()
     return f"t:{digest[:16]}"
 
 
@@ -266,7 +276,7 @@ def _dedupe(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     before = len(frame)
     order = frame["popularity"].fillna(-1.0).to_numpy().argsort(kind="stable")[::-1]
     ranked = frame.iloc[order]
-    keys = ranked["artist"].map(artist_key) + "\0" + ranked["name"].map(text_key)
+    keys = song_keys(ranked)
     keep = ~ranked["id"].duplicated() & ~(keys.duplicated() & (keys != "\0"))
     frame = ranked[keep.to_numpy()].sort_index().reset_index(drop=True)
     if len(frame) < before:

@@ -26,9 +26,9 @@ from emotune.music.catalog import (
     _lines,
     _numeric,
     _read_csv,
-    artist_key,
     canonical_emotion,
-    text_key,
+    song_key,
+    song_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,11 @@ def place_library(
     """
     pool = pool.copy()
     placed: dict[str, list[str]] = {"match": [], "sidecar": [], "genre": [], "unplaced": []}
-    keys = pool["artist"].map(artist_key) + "\0" + pool["name"].map(text_key)
+    keys = song_keys(pool)
     row_of = {key: i for i, key in zip(pool.index, keys, strict=True) if not pool.at[i, "path"]}
     new_rows = []
     for record in library.itertuples(index=False):
-        key = artist_key(record.artist) + "\0" + text_key(record.title)
+        key = song_key(record.artist, record.title)
         if record.artist and key in row_of:
             pool.at[row_of.pop(key), "path"] = record.path
             placed["match"].append(record.path)
