@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from emotune.data.download import DownloadError, find_csv, install_csv, kaggle_credentials
+from emotune.data.download import (
+    DownloadError,
+    find_csv,
+    install_csv,
+    install_image_folder,
+    kaggle_credentials,
+)
 
 # Starting Python and importing emotune alone can take several seconds on a busy 2-core machine; a download
 # that waited for the network's own timeouts instead of --timeout 2 would take a minute (or hang).
@@ -105,3 +111,34 @@ def test_install_refuses_an_invalid_csv(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="line 2: unknown Usage 'Secret'"):
         install_csv(bad, tmp_path / "out" / "fer2013.csv.gz")
     assert not (tmp_path / "out").exists()
+
+
+def _image_folders(root: Path, split: str = "train") -> Path:
+    import cv2
+    import numpy as np
+
+    for i, emotion in enumerate(("happy", "sad")):
+        (root / split / emotion).mkdir(parents=True)
+        assert cv2.imwrite(str(root / split / emotion / f"{i}.png"), np.full((48, 48), 40 * i, np.uint8))
+    return root
+
+
+def test_image_folders_replace_the_old_copy_only_when_valid(tmp_path: Path) -> None:
+    from emotune.data import DataValidationError
+
+    dest = tmp_path / "data" / "fer2013" / "images"
+    install_image_folder(_image_folders(tmp_path / "first"), dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.png")) == [
+        "train/happy/0.png",
+        "train/sad/1.png",
+    ]
+    install_image_folder(_image_folders(tmp_path / "second", split="test"), dest)
+    assert sorted(p.relative_to(dest).parts[0] for p in dest.rglob("*.png")) == ["test", "test"]
+
+    bad = _image_folders(tmp_path / "bad")
+    (bad / "train" / "bored").mkdir()  # not one of the 7 emotions
+    (bad / "train" / "bored" / "x.png").write_bytes(b"")
+    with pytest.raises(DataValidationError, match="bored"):
+        install_image_folder(bad, dest)
+    assert sorted(p.relative_to(dest).parts[0] for p in dest.rglob("*.png")) == ["test", "test"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["images"]  # no temporary or old folder left
