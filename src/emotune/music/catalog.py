@@ -113,7 +113,8 @@ def song_key(artist: str, name: str) -> str:
 
 def song_keys(frame: pd.DataFrame) -> pd.Series:
     """`song_key` of every row of a frame with `artist` and `name` columns."""
-    return frame["artist"].map(artist_key) + "\0" + frame["name"].map(text_key)
+    keys = [song_key(a, n) for a, n in zip(frame["artist"], frame["name"], strict=True)]
+    return pd.Series(keys, index=frame.index, dtype=object)
 
 
 def track_id(artist: str, name: str) -> str:
