@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from emotune.data.download import (
-    DownloadError,
-    find_csv,
-    install_csv,
-    install_image_folder,
-    kaggle_credentials,
-)
+from emotune.data.download import DownloadError, find_csv, install_csv, install_image_folder
+from emotune.kaggle import credentials as kaggle_credentials
 
 # Starting Python and importing emotune alone can take several seconds on a busy 2-core machine; a download
 # that waited for the network's own timeouts instead of --timeout 2 would take a minute (or hang).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -124,17 +123,22 @@ def test_playlist_items_become_a_valid_playlist_file(tmp_path):
         write_playlist([], "sad", tmp_path)
 
 
-def _kaggle_reachable() -> bool:
-    try:
-        socket.getaddrinfo("api.kaggle.com", 443)
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(_kaggle_reachable(), reason="network available: the offline error cannot be shown")
-def test_download_offline_fails_fast(capsys, tmp_path):
+@pytest.mark.parametrize("credentials", [False, True])
+def test_download_without_credentials_or_offline_fails_fast(capsys, monkeypatch, tmp_path, credentials):
+    """Without credentials: said at once. With dummy ones: offline, "cannot reach"; online, Kaggle refuses
+    the key. Either way a clear error within seconds, the way to do it by hand, and nothing written."""
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if credentials:
+        monkeypatch.setenv("KAGGLE_USERNAME", "nobody")
+        monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
+    out = tmp_path / "music" / "tracks.csv"
     start = time.perf_counter()
-    code, _, err = run(capsys, "music", "download", "--out", str(tmp_path / "tracks.csv"))
-    assert code == 2 and "cannot reach Kaggle (offline?)" in err
-    assert time.perf_counter() - start < 20 and not list(tmp_path.iterdir())
+    code, _, err = run(capsys, "music", "download", "--out", str(out))
+    assert code == 2 and f"Copy a catalogue CSV to {out} by hand" in err
+    if credentials:
+        assert "cannot reach" in err or "kagglehub could not download" in err
+    else:
+        assert "no Kaggle credentials" in err
+    assert time.perf_counter() - start < 20 and not out.parent.exists()

@@ -8,22 +8,18 @@ Sources (kagglehub handles):
 A CSV lands validated at data/fer2013/fer2013.csv.gz (the default data.raw_path); image folders at
 data/fer2013/images (set data.raw_path to it). Then `dvc add data` records the new version.
 
-Credentials and connectivity are checked before kagglehub is imported (it alone takes seconds to import and
-retries for long offline), so no credentials or no network fails within a few seconds.
+No credentials or no network fails within a few seconds (emotune.kaggle).
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import socket
 import tarfile
 import tempfile
-import threading
 from pathlib import Path
-from urllib.parse import urlparse
 
+from emotune import kaggle
 from emotune.atomic import atomic_output
 
 SOURCES = {
@@ -56,41 +52,6 @@ class DownloadError(RuntimeError):
 
     def __init__(self, reason: str):
         super().__init__(f"{reason}\n\n{MANUAL}")
-
-
-def kaggle_credentials() -> str | None:
-    """Where kagglehub would find credentials (a description), or None. Mirrors kagglehub's own lookup."""
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
-    for name in ("kaggle.json", "access_token", "access_token.txt"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    return None
-
-
-def check_reachable(url: str, timeout: float) -> None:
-    """Raise DownloadError unless a TCP connection to url's host opens within `timeout` seconds (DNS included:
-    the lookup runs in a thread because getaddrinfo itself has no timeout)."""
-    parsed = urlparse(url)
-    host, port = parsed.hostname or url, parsed.port or (443 if parsed.scheme != "http" else 80)
-    error: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise DownloadError(f"cannot reach {host}:{port} within {timeout:g} s (offline?)")
-    if error:
-        raise DownloadError(f"cannot reach {host}:{port} (offline?): {error[0]}")
 
 
 def find_csv(folder: Path) -> Path:
@@ -133,21 +94,11 @@ def download(
     target = dest_dir / ("images" if source == "images" else "fer2013.csv.gz")
     if target.exists() and not force:
         raise DownloadError(f"{target} already exists (use --force to replace it)")
-    if kaggle_credentials() is None:
-        raise DownloadError(
-            "no Kaggle credentials: ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json), "
-            "KAGGLE_USERNAME+KAGGLE_KEY or KAGGLE_API_TOKEN are not set"
-        )
-    check_reachable(os.environ.get("KAGGLE_API_ENDPOINT", "https://www.kaggle.com"), timeout)
-
-    import kagglehub
-
     kind, handle = SOURCES[source]
     try:
-        fetch = kagglehub.competition_download if kind == "competition" else kagglehub.dataset_download
-        folder = Path(fetch(handle))
-    except Exception as exc:  # kagglehub raises many types (HTTP, auth, rules not accepted)
-        raise DownloadError(f"kagglehub could not download {kind} {handle}: {exc}") from exc
+        folder = kaggle.fetch(kind, handle, timeout=timeout)
+    except kaggle.KaggleError as exc:
+        raise DownloadError(str(exc)) from exc
 
     if source != "images":
         return install_csv(find_csv(folder), target)

@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from emotune.atomic import atomic_output
+from emotune.kaggle import KaggleError
 from emotune.labels import EMOTIONS
 
 KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with audio features
 KAGGLE_FILE = "dataset.csv"
 DOWNLOAD_OUT = "data/music/spotify_tracks.csv"  # what conf/music/spotify_tracks.yaml reads
-
-
-class DownloadError(RuntimeError):
-    pass
 
 
 def _music_cfg(overrides: list[str]) -> Any:
@@ -38,7 +35,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from emotune.music.catalog import CatalogError
     from emotune.music.spotify import SpotifyError
 
-    return (CatalogError, SpotifyError, DownloadError, ValueError, HydraException, OmegaConfBaseException)
+    return (CatalogError, SpotifyError, KaggleError, ValueError, HydraException, OmegaConfBaseException)
 
 
 def parse_probs(text: str) -> list[float]:
@@ -126,18 +123,14 @@ def download_catalog(
     dataset: str = KAGGLE_DATASET, filename: str = KAGGLE_FILE, out: str | Path = DOWNLOAD_OUT
 ) -> Path:
     """Fetch one CSV of a Kaggle dataset with kagglehub and place it at `out` (atomically)."""
-    import kagglehub
-    import requests
+    from emotune import kaggle
 
     try:
-        cached = Path(kagglehub.dataset_download(dataset, path=filename))
-    except requests.exceptions.RequestException as exc:
-        raise DownloadError(
-            f"cannot reach Kaggle (offline?): {type(exc).__name__}. Copy a catalogue CSV to "
-            f"{out} by hand, or set music.catalog_path"
+        cached = kaggle.fetch("dataset", dataset, path=filename)
+    except KaggleError as exc:
+        raise KaggleError(
+            f"{exc}. Copy a catalogue CSV to {out} by hand, or set music.catalog_path"
         ) from None
-    except Exception as exc:  # kagglehub raises its own HTTP/auth error types
-        raise DownloadError(f"Kaggle download of {dataset}/{filename} failed: {exc}") from None
     out = Path(out)
     with atomic_output(out) as tmp, cached.open("rb") as source, open(tmp, "wb") as copy:
         shutil.copyfileobj(source, copy)
@@ -147,7 +140,7 @@ def download_catalog(
 def _download(args: Any) -> int:
     try:
         out = download_catalog(args.dataset, args.file, args.out)
-    except DownloadError as exc:
+    except KaggleError as exc:
         return _fail(exc)
     print(
         f"wrote {out}. Use it: emotune recommend --emotion happy music=spotify_tracks "
