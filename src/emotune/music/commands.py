@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emotune import kaggle
 from emotune.atomic import atomic_output
-from emotune.kaggle import KaggleError
 from emotune.labels import EMOTIONS
 
 KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with audio features
@@ -35,7 +35,14 @@ def _errors() -> tuple[type[Exception], ...]:
     from emotune.music.catalog import CatalogError
     from emotune.music.spotify import SpotifyError
 
-    return (CatalogError, SpotifyError, KaggleError, ValueError, HydraException, OmegaConfBaseException)
+    return (
+        CatalogError,
+        SpotifyError,
+        kaggle.KaggleError,
+        ValueError,
+        HydraException,
+        OmegaConfBaseException,
+    )
 
 
 def parse_probs(text: str) -> list[float]:
@@ -123,12 +130,10 @@ def download_catalog(
     dataset: str = KAGGLE_DATASET, filename: str = KAGGLE_FILE, out: str | Path = DOWNLOAD_OUT
 ) -> Path:
     """Fetch one CSV of a Kaggle dataset with kagglehub and place it at `out` (atomically)."""
-    from emotune import kaggle
-
     try:
         cached = kaggle.fetch("dataset", dataset, path=filename)
-    except KaggleError as exc:
-        raise KaggleError(
+    except kaggle.KaggleError as exc:
+        raise kaggle.KaggleError(
             f"{exc}. Copy a catalogue CSV to {out} by hand, or set music.catalog_path"
         ) from None
     out = Path(out)
@@ -140,7 +145,7 @@ def download_catalog(
 def _download(args: Any) -> int:
     try:
         out = download_catalog(args.dataset, args.file, args.out)
-    except KaggleError as exc:
+    except kaggle.KaggleError as exc:
         return _fail(exc)
     print(
         f"wrote {out}. Use it: emotune recommend --emotion happy music=spotify_tracks "
