@@ -320,15 +320,13 @@ def service(ctx: Context) -> list[Section]:
         frame = frames[0]
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
     faces_in_frame = len(ctx.onnx.analyze(frame).faces)
     # The p99 target's workload: ten clients sending back to back.
-    ten_clients = service_load.analyze_workload(buf.getvalue(), faces_in_frame, clients=10)
+    ten_clients = service_load.analyze_workload(jpeg, faces_in_frame, clients=10)
     workloads = [
         # One client: the service time of a request with no queue ahead of it, next to the 10-client target.
-        (
-            service_load.analyze_workload(buf.getvalue(), faces_in_frame, clients=1),
-            sizes.service_requests // 2,
-        ),
+        (service_load.analyze_workload(jpeg, faces_in_frame, clients=1), sizes.service_requests // 2),
         (ten_clients, sizes.service_requests),
         (service_load.classify_workload(ctx.faces.x[:1], clients=10), sizes.service_requests),
         (service_load.classify_workload(ctx.faces.x[:64], clients=2), max(8, sizes.service_requests // 4)),
@@ -336,7 +334,7 @@ def service(ctx: Context) -> list[Section]:
     # Ten cameras at a few frames/s each: the latency a client sees below saturation (adaptive batching
     # does not apply to /analyze, so these run with the first server only).
     paced = [
-        (service_load.analyze_workload(buf.getvalue(), faces_in_frame, 10, rate), sizes.service_requests)
+        (service_load.analyze_workload(jpeg, faces_in_frame, 10, rate), sizes.service_requests)
         for rate in sizes.paced_rates
     ]
     load = Section(
