@@ -11,11 +11,16 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info lines
 
 from emotune.config import load_params
+from emotune.resume import ResumeRefused
 from emotune.training import train_stage
 
 
 def main() -> int:
-    train_stage(load_params())
+    try:
+        train_stage(load_params(), code_files=[__file__])
+    except ResumeRefused as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -118,6 +118,24 @@ class EpochLogger(keras.callbacks.Callback):
         log_metrics(logs or {}, step=epoch + 1)
 
 
+def record_resume(resumes: int, first_epoch: int, code_changed: Sequence[str]) -> None:
+    """Tags on the active run saying it was resumed, from which epoch, and across which code changes."""
+    tags = {"resumes": resumes, f"resume_{resumes}_from_epoch": first_epoch + 1}
+    if code_changed:
+        tags[f"resume_{resumes}_code_changed"] = ", ".join(Path(p).name for p in code_changed)[:5000]
+    set_tags(tags)
+
+
+def log_missing_epochs(history: Sequence[Mapping[str, float]]) -> None:
+    """Log the epochs of `history` the active run lacks: a run killed after backing up an epoch but before
+    reporting it gets that epoch once, not zero or two times."""
+    run = mlflow.active_run()
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")}
+    for record in history:
+        if int(record["epoch"]) not in logged:
+            log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+
+
 def set_tags(tags: Mapping[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

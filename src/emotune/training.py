@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from keras import layers
 
 from emotune.atomic import atomic_output, write_json
 from emotune.labels import NUM_CLASSES
+from emotune.resume import TrainingBackup
 
 
 def resolve_precision(precision: str) -> str:
@@ -310,30 +312,51 @@ def fit(
     export_model: keras.Model | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    steps_per_epoch: int | None = None,
+    backup: TrainingBackup | None = None,
 ) -> dict[str, Any]:
     """Train, keeping the best epoch's inference model at `checkpoint_path`.
 
-    Returns {"history": per-epoch records, "best_val_accuracy", "best_epoch", "epochs_run", "train_seconds"}.
+    `train_data` is one epoch of batches, or endless ones with `steps_per_epoch` (datasets.training_batches).
+    With `backup` (emotune.resume), the state is backed up after every epoch and, when the backup holds an
+    earlier run's state, training continues after its last completed epoch; `train_data` must then start at
+    that epoch (backup.initial_epoch). The backup goes before `callbacks`, so whatever they report (MLflow) is
+    already backed up.
+
+    Returns {"history": per-epoch records, "best_val_accuracy", "best_epoch", "epochs_run" (this process),
+    "train_seconds" (this process), "total_train_seconds" (all processes of the run), "initial_epoch"}.
     """
     standard = make_callbacks(train_cfg, model, checkpoint_path, export_model)
     checkpoint = next(cb for cb in standard if isinstance(cb, BestModelCheckpoint))
+    epochs = int(train_cfg["epochs"])
+    initial_epoch, before, seconds_before = 0, [], 0.0
+    if backup is not None:
+        backup.track(standard, checkpoint)
+        backup.restore_best_model(export_model)
+        initial_epoch, seconds_before = backup.initial_epoch, backup.seconds_before
+        before = [r for r in backup.history if r["epoch"] <= initial_epoch]
     start = time.perf_counter()
     result = trainer.fit(
         train_data,
         validation_data=val_data,
-        epochs=int(train_cfg["epochs"]),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
         class_weight=class_weight,
-        callbacks=[*standard, *callbacks],
+        callbacks=[*standard, *([backup] if backup is not None else []), *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles (seeded); fit cannot shuffle a dataset anyway
         verbose=verbose,
     )
-    records = history_records(result.history)
+    seconds = time.perf_counter() - start
+    records = [{**r, "epoch": r["epoch"] + initial_epoch} for r in history_records(result.history)]
     return {
-        "history": records,
+        "history": before + records,
         "best_val_accuracy": checkpoint.best,
         "best_epoch": checkpoint.best_epoch,
         "epochs_run": len(records),
-        "train_seconds": time.perf_counter() - start,
+        "initial_epoch": initial_epoch,
+        "train_seconds": seconds,
+        "total_train_seconds": seconds_before + seconds,
     }
 
 
@@ -385,19 +408,30 @@ def training_targets(train_cfg: Mapping[str, Any], labels: np.ndarray) -> np.nda
     return soft_targets(labels, votes, float(train_cfg.get("soft_label_weight", 0.5)))
 
 
-def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str = "auto") -> dict[str, Any]:
+def train_stage(
+    cfg: Any,
+    out_dir: Path | str | None = None,
+    verbose: int | str = "auto",
+    code_files: Sequence[Path | str] = (),
+) -> dict[str, Any]:
     """The DVC `train` stage: prepared arrays -> best model, history, curves and an MLflow run.
 
     Writes to `out_dir` (default cfg.paths.train_out): model.keras (best epoch by val_accuracy, float32,
     no augmenter), history.json, training_curves.png, metrics.json and, last, run.json.
+    With train.resume.enabled, every epoch is backed up under cfg.paths.train_backup (emotune.resume) and a
+    killed run started again continues where it stopped; `code_files` (the stage's script) join the
+    training code whose changes a resume must be allowed to cross.
     TensorFlow, MLflow and the data loader are imported here so the core above stays backend-neutral.
     """
     from emotune import datasets, tracking
     from emotune.data import load_prepared
     from emotune.data.holdout import validation_faces
     from emotune.model import build_model
+    from emotune.resume import code_fingerprint, run_definition
 
     train_cfg = cfg.train
+    if verbose == "auto":  # one line per epoch in logs (dvc repro > file), a live bar in a terminal
+        verbose = 1 if sys.stdout.isatty() else 2
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     scope = distribution_scope(str(train_cfg.strategy))
     seed = int(cfg.seed)
@@ -422,17 +456,28 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
     report_path = prepared_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
 
+    backup = None
+    resume_cfg = train_cfg.get("resume") or {}
+    if resume_cfg.get("enabled", True) and str(train_cfg.strategy) == "default":
+        data_files = sorted(prepared_dir.glob("*.npz"))
+        if str(train_cfg.get("soft_labels", "none")) == "ferplus":
+            data_files.append(Path(train_cfg.ferplus_path))
+        backup = TrainingBackup(
+            cfg.paths.train_backup,
+            run_definition(cfg, data_files),
+            code_fingerprint(extra=code_files),
+            epochs=int(train_cfg.epochs),
+            allow_code_change=bool(resume_cfg.get("allow_code_change", False)),
+        )
+    first_epoch = backup.initial_epoch if backup is not None else 0
+
     batch_size = int(train_cfg.batch_size)
-    steps = max(1, len(x_train) // batch_size)  # full batches only (drop_remainder)
-    train_data = datasets.make_dataset(
+    train_data, steps = datasets.training_batches(
         x_train,
-        y_train,
+        datasets.one_hot(y_train) if targets is None else targets[rows],
         batch_size=batch_size,
-        shuffle=True,
         seed=seed,
-        shuffle_buffer=train_cfg.get("shuffle_buffer"),
-        targets=None if targets is None else targets[rows],
-        drop_remainder=True,
+        first_epoch=first_epoch,
     )
     val_data = datasets.make_dataset(x_val, y_val, batch_size=batch_size)
     image_size = int(cfg.data.image_size)
@@ -453,22 +498,46 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
         f"model {cfg.model.name} ({model.count_params():,} parameters)"
         + (" [SYNTHETIC DATA]" if cfg.data.synthetic else "")
     )
+    restored = backup.restored if backup is not None else None
+    if backup is not None:
+        others = backup.other_backups()
+        if others:
+            print(f"train: not resuming backups of other configurations or data: {', '.join(others)}")
+    if restored is not None:
+        print(
+            f"train: resuming from epoch {first_epoch + 1} of {train_cfg.epochs} "
+            f"(backup of epoch {restored.epoch} in {backup.directory}, MLflow run {restored.run_id})"
+        )
+        if restored.code_changed:
+            print(f"train: the training code changed since that backup: {', '.join(restored.code_changed)}")
+    elif backup is not None:
+        print(f"train: epoch 1 of {train_cfg.epochs}; backing up every epoch to {backup.directory}")
 
-    run_ctx = tracking.start_run(cfg) if chief else contextlib.nullcontext()
+    run_ctx = (
+        tracking.start_run(cfg, run_id=restored.run_id if restored else None)
+        if chief
+        else contextlib.nullcontext()
+    )
     with run_ctx as run:
         callbacks: list[keras.callbacks.Callback] = []
         if chief:
-            tracking.log_config(cfg, report)
-            tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
-            # promote compares only runs whose validation faces match (a best_val_accuracy on other faces
-            # is not comparable)
-            tracking.set_tags(
-                {
-                    "validation_source": validation_info["source"],
-                    "validation_set": validation_info["fingerprint"],
-                }
-            )
+            if restored is None:
+                tracking.log_config(cfg, report)
+                tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
+                # promote compares only runs whose validation faces match (a best_val_accuracy on other
+                # faces is not comparable)
+                tracking.set_tags(
+                    {
+                        "validation_source": validation_info["source"],
+                        "validation_set": validation_info["fingerprint"],
+                    }
+                )
+            else:
+                tracking.record_resume(restored.resumes, first_epoch, restored.code_changed)
+                tracking.log_missing_epochs(restored.history)
             callbacks.append(tracking.EpochLogger())
+        if backup is not None:
+            backup.run_id = run.info.run_id if chief else None
         result = fit(
             trainer,
             model,
@@ -480,18 +549,23 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
             export_model=export_model,
             callbacks=callbacks,
             verbose=verbose,
+            steps_per_epoch=steps,
+            backup=backup,
         )
         metrics = {
             "best_val_accuracy": result["best_val_accuracy"],
             "best_epoch": result["best_epoch"],
-            "epochs_run": result["epochs_run"],
-            "train_seconds": round(result["train_seconds"], 2),
-            "train_images_per_second": round(
-                result["epochs_run"] * len(x_train) / max(result["train_seconds"], 1e-9), 1
-            ),
+            "epochs_run": len(result["history"]),
+            "train_seconds": round(result["total_train_seconds"], 2),
             "precision": precision,
             "synthetic": bool(cfg.data.synthetic),
         }
+        if result["epochs_run"]:
+            metrics["train_images_per_second"] = round(
+                result["epochs_run"] * steps * batch_size / max(result["train_seconds"], 1e-9), 1
+            )
+        if restored is not None:
+            metrics["resumes"] = restored.resumes
         write_json(out / "history.json", result["history"])
         write_json(out / "metrics.json", metrics)
         plot_training_curves(result["history"], out / "training_curves.png")
@@ -508,6 +582,8 @@ def train_stage(cfg: Any, out_dir: Path | str | None = None, verbose: int | str 
             "validation": validation_info,
         }
     write_json(out / "run.json", run_info)  # last: its presence means the stage finished
+    if backup is not None:
+        backup.remove()
     print(
         f"best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; {run_info}"
     )
