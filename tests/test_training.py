@@ -175,6 +175,30 @@ def test_dataset_shuffle_is_seeded_and_reshuffles_each_epoch():
     assert epoch_orders(2)[0] != first
 
 
+def test_training_batches_draw_each_epochs_order_from_seed_and_epoch_alone():
+    x, y = faces(40)
+    x[:, 0, 0] = np.arange(40)  # identify rows by their first pixel
+    targets = datasets.one_hot(y)
+
+    def epochs(seed: int, first: int, count: int) -> list[list[int]]:
+        ds, steps = datasets.training_batches(x, targets, batch_size=16, seed=seed, first_epoch=first)
+        assert steps == 2  # full batches only
+        rows = [int(v) for b in ds.take(steps * count).as_numpy_iterator() for v in b[0][:, 0, 0, 0]]
+        return [rows[i : i + 32] for i in range(0, len(rows), 32)]
+
+    run = epochs(1, 0, 3)
+    assert all(len(set(e)) == 32 and set(e) <= set(range(40)) for e in run)  # no row twice in an epoch
+    assert run[0] != run[1] != run[2]
+    assert epochs(1, 2, 1) == run[2:]  # a run resumed at epoch 3 sees what an uninterrupted one saw
+    assert epochs(2, 0, 1)[0] != run[0]
+    ds, _ = datasets.training_batches(x, targets, batch_size=16, seed=1)
+    features, batch_targets = next(ds.as_numpy_iterator())
+    np.testing.assert_array_equal(features, to_model_input(x)[features[:, 0, 0, 0].astype(int)])
+    np.testing.assert_array_equal(batch_targets, targets[features[:, 0, 0, 0].astype(int)])
+    with pytest.raises(ValueError, match="targets of shape"):
+        datasets.training_batches(x, targets[:5], batch_size=16, seed=0)
+
+
 def test_dataset_drop_remainder_and_bad_labels():
     x, y = faces(10)
     ds = datasets.make_dataset(x, y, batch_size=4, shuffle=True, seed=0, drop_remainder=True)
@@ -319,3 +343,43 @@ def test_training_without_augmentation_trains_the_model_directly():
     before = [w.copy() for w in model.get_weights()]
     trainer.train_on_batch(to_model_input(x), datasets.one_hot(y))
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+# --- the cheaper recipe: one channel, a central crop, SGD with decoupled weight decay ----------------------
+
+
+def test_one_channel_and_a_central_crop_ignore_the_border():
+    keras.utils.set_random_seed(0)
+    model = build_model({**TINY_MODEL, "channels": 1, "crop": 44})
+    names = [layer.name for layer in model.layers]
+    assert "gray_to_rgb" not in names and "crop" in names
+    assert model.get_layer("block1_conv1").kernel.shape[2] == 1  # one input channel
+    x, _ = faces(4)
+    bordered = x.copy()
+    bordered[:, :2], bordered[:, -2:], bordered[:, :, :2], bordered[:, :, -2:] = 0, 255, 0, 255
+    same = model.predict(to_model_input(x), verbose=0), model.predict(to_model_input(bordered), verbose=0)
+    np.testing.assert_allclose(*same, atol=1e-6)  # only the central 44x44 reaches the network
+    inner = x.copy()
+    inner[:, 20:28, 20:28] = 255 - inner[:, 20:28, 20:28]
+    assert not np.allclose(same[0], model.predict(to_model_input(inner), verbose=0), atol=1e-6)
+    assert build_model(TINY_MODEL).get_layer("gray_to_rgb") is not None  # the default keeps three channels
+    with pytest.raises(ValueError, match=r"model\.crop"):
+        build_model({**TINY_MODEL, "crop": 60})
+
+
+def test_sgd_weight_decay_spares_batch_norm_and_biases():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.BatchNormalization()(keras.layers.Dense(3)(inputs))
+    model = keras.Model(inputs, outputs)
+    optimizer = training.make_optimizer(
+        {"optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 0.5}, steps_per_epoch=1
+    )
+    for v in model.trainable_variables:  # non-zero biases and offsets, so a decay would show
+        v.assign(np.full(v.shape, 2.0, np.float32))
+    optimizer.apply_gradients([(np.zeros(v.shape, np.float32), v) for v in model.trainable_variables])
+    after = {v.path.split("/")[-1]: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+    np.testing.assert_allclose(after["kernel"], 2.0 * (1 - 0.1 * 0.5))  # decoupled: lr x decay per step
+    for name in ("bias", "gamma", "beta"):
+        np.testing.assert_array_equal(after[name], 2.0)
+    assert training.make_optimizer({"optimizer": "sgd", "learning_rate": 0.1}, 1).weight_decay is None

@@ -69,12 +69,21 @@ def build_model(
     # Short runs need faster-moving BN statistics or the saved model predicts from stale ones.
     bn_momentum = float(model_cfg.get("bn_momentum", 0.99))
 
+    crop = model_cfg.get("crop")
     inputs = keras.Input(shape=(image_size, image_size, 1), name="face")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     if input_size != image_size:
         x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
-    # Grayscale fed as three identical channels, as ImageNet backbones expect.
-    x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if crop:
+        # The network sees the central crop x crop window; training shifts the face under it (translate),
+        # so it learns on random crops, and every later step costs (crop / input_size)^2 of the full face.
+        if not 0 < int(crop) <= input_size:
+            raise ValueError(f"model.crop={crop!r}: expected null or 1..{input_size}")
+        x = layers.CenterCrop(int(crop), int(crop), name="crop")(x)
+    if weights != "none" or int(model_cfg.get("channels", 3)) == 3:
+        # Grayscale fed as three identical channels, as ImageNet backbones expect; a network trained from
+        # scratch can take the one channel (model.channels=1) and save two thirds of its first convolution.
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
 
     if name == "vgg19":
         if weights != "none":

@@ -100,9 +100,17 @@ def make_optimizer(train_cfg: Mapping[str, Any], steps_per_epoch: int) -> keras.
     if name == "adam":
         return keras.optimizers.Adam(lr, **ema)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg.get("weight_decay", 1e-4)), **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=float(train_cfg.get("weight_decay") or 1e-4), **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
+        # Keras' weight decay is decoupled (weights shrink by lr * weight_decay per step); batch-norm scales
+        # and offsets and biases are left alone, as in the published FER2013 VGG recipes.
+        decay = train_cfg.get("weight_decay")
+        optimizer = keras.optimizers.SGD(
+            lr, momentum=0.9, nesterov=True, weight_decay=float(decay) if decay else None, **ema
+        )
+        if decay:
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        return optimizer
     raise ValueError(f"train.optimizer={name!r}: expected adam, adamw or sgd")
 
 
@@ -513,15 +521,15 @@ def train_stage(
     elif backup is not None:
         print(f"train: epoch 1 of {train_cfg.epochs}; backing up every epoch to {backup.directory}")
 
-    run_ctx = (
-        tracking.start_run(cfg, run_id=restored.run_id if restored else None)
-        if chief
-        else contextlib.nullcontext()
-    )
+    run_id = restored.run_id if restored is not None else None
+    if chief and run_id and not tracking.run_exists(cfg, run_id):
+        print(f"train: MLflow run {run_id} is not in this tracking store: the epochs so far go to a new run")
+        run_id = None
+    run_ctx = tracking.start_run(cfg, run_id=run_id) if chief else contextlib.nullcontext()
     with run_ctx as run:
         callbacks: list[keras.callbacks.Callback] = []
         if chief:
-            if restored is None:
+            if run_id is None:
                 tracking.log_config(cfg, report)
                 tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
                 # promote compares only runs whose validation faces match (a best_val_accuracy on other
@@ -532,7 +540,7 @@ def train_stage(
                         "validation_set": validation_info["fingerprint"],
                     }
                 )
-            else:
+            if restored is not None:
                 tracking.record_resume(restored.resumes, first_epoch, restored.code_changed)
                 tracking.log_missing_epochs(restored.history)
             callbacks.append(tracking.EpochLogger())
