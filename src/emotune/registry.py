@@ -43,8 +43,9 @@ PREPROCESSING = (
     "emotune.preprocess: RGB frame -> grayscale (OpenCV RGB2GRAY) -> face box from the detector, grown by "
     "serve.face_margin on every side as a square and clipped to the frame -> crop -> resize to 48x48 "
     "(INTER_AREA when shrinking, INTER_LINEAR when enlarging) -> uint8 -> float32 (N, 48, 48, 1) grey levels "
-    "0..255. The model scales by 1/255, resizes and copies grey to 3 channels inside its graph. FER2013 rows "
-    "are already 48x48 grey crops and take the same to_model_input step in training."
+    "0..255. Inside its graph the model scales by 1/255 and, as its configuration says (model.input_size, "
+    "model.crop, model.channels), resizes, takes the central crop and copies grey to 3 channels. FER2013 "
+    "rows are already 48x48 grey crops and take the same to_model_input step in training."
 )
 
 
