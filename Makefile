@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: env serve test lint params repro bench bench-quick bench-peers clean
+.PHONY: env serve test lint params repro bench bench-quick bench-peers bench-torch clean
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
@@ -47,11 +47,22 @@ FER_PEER := fer==25.10.3
 
 bench-peers: env .bench-peers/.installed  ## install the `fer` peer for the benchmarks
 
+# Plain PyTorch for figure 1's reference row, in .bench-torch/ and outside the locked environment (the
+# benchmark runs it in a process of its own). pip, not uv: pip takes a CPU build where the machine offers one;
+# from PyPI alone it is a large download. Without it the figure says the row was skipped.
+TORCH_REF := torch==2.13.*
+.bench-torch/.installed:
+	$(PY) -m pip install --quiet --target .bench-torch "$(TORCH_REF)"
+	@touch $@
+
+bench-torch: env .bench-torch/.installed  ## install PyTorch for the training figure's reference row (optional)
+
 bench: bench-peers  ## the full benchmark (README "Benchmarks"): Markdown on stdout, JSON in bench-results/
+	@$(MAKE) --no-print-directory bench-torch || echo "PyTorch reference unavailable: figure 1 skips its row"
 	$(RUN) python -m benchmarks.run --full
 
 bench-quick: bench-peers  ## the CI-sized benchmark (small training model, few repeats)
 	$(RUN) python -m benchmarks.run --quick
 
 clean:
-	rm -rf .venv artifacts .pytest_cache
+	rm -rf .venv artifacts .pytest_cache .bench-peers .bench-torch

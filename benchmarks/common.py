@@ -46,7 +46,8 @@ class Sizes:
 
     name: str
     repeats: int  # timed runs per figure (the table shows their median)
-    train_model: tuple[str, ...]  # Hydra overrides of the model group: () = the default VGG19 recipe
+    # Figure 1's recipes, (label, Hydra overrides): the one before and the one after (the bundled recipe)
+    train_recipes: tuple[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]]
     train_warmup_steps: int
     train_steps_per_run: int
     batch1_faces: int  # faces classified one at a time per timed run
@@ -60,10 +61,24 @@ class Sizes:
     accuracy_rows: int | None  # PublicTest rows (None: all)
 
 
+SMALL_TRAIN_MODEL = ("experiment=bundled", "model.name=small_cnn", "model.width=0.25", "model.dense_units=32")
+# The previous bundled recipe as overrides of the current one: three grey channels, the whole face, Adam.
+BUNDLED_V4 = (
+    "experiment=bundled",
+    "model.channels=3",
+    "model.crop=null",
+    "train.optimizer=adam",
+    "train.learning_rate=0.001",
+    "train.weight_decay=null",
+)
+
 QUICK = Sizes(
     name="quick",
     repeats=2,
-    train_model=("model.name=small_cnn", "model.width=0.25", "model.dense_units=32"),
+    train_recipes=(
+        ("small CNN, 3 channels, 48x48", (*SMALL_TRAIN_MODEL, "model.channels=3", "model.crop=null")),
+        ("small CNN, 1 channel, 44x44 crops", (*SMALL_TRAIN_MODEL, "model.channels=1", "model.crop=44")),
+    ),
     train_warmup_steps=2,
     train_steps_per_run=1,
     batch1_faces=16,
@@ -79,9 +94,12 @@ QUICK = Sizes(
 FULL = Sizes(
     name="full",
     repeats=5,
-    train_model=(),
+    train_recipes=(
+        ("bundled v4: 3 channels, 48x48, Adam", BUNDLED_V4),
+        ("bundled: 1 channel, 44x44 crops, SGD", ("experiment=bundled",)),
+    ),
     train_warmup_steps=3,
-    train_steps_per_run=3,
+    train_steps_per_run=8,
     batch1_faces=200,
     batch64_calls=5,
     frames=30,

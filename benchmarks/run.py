@@ -109,6 +109,59 @@ def log(message: str) -> None:
 
 
 def training(ctx: Context) -> Section:
+    """Images/s of one training step: the recipe before and the bundled one (augmentation and input included),
+    the bundled network alone, and the same network in plain PyTorch (benchmarks/torch_reference.py)."""
+    from emotune.config import compose
+    from emotune.training import resolve_precision
+
+    sizes = ctx.sizes
+    (before_label, before), (after_label, after) = sizes.train_recipes
+    precision = resolve_precision("auto")  # what a training run on this machine uses
+    section = Section(
+        "training",
+        f"1. Training throughput (one step, batch {compose(list(after)).train.batch_size}, {precision})",
+        ["recipe", "framework", "augmentation", "images/s", "vs before", "Keras vs PyTorch"],
+    )
+    rows = [
+        (before_label, before, True),
+        (after_label, after, True),
+        (f"{after_label}: the network alone", (*after, "train.augment.enabled=false"), False),
+    ]
+    for label, overrides, augmented in rows:
+        log(f"training: {label}")
+        runs = keras_training_rates(ctx, [*overrides, f"train.precision={precision}"])
+        section.rows.append(
+            {"recipe": label, "framework": "Keras 3 / TensorFlow", "augmentation": augmented, "runs": runs}
+        )
+    cfg = compose(list(after))
+    reference = torch_training_rates(ctx, cfg, precision)
+    if isinstance(reference, str):
+        section.notes.append(f"plain-PyTorch reference skipped: {reference}")
+    else:
+        section.rows.append(
+            {
+                "recipe": f"{after_label}: the same network",
+                "framework": f"PyTorch {reference['torch']} (channels_last)",
+                "augmentation": False,
+                "runs": reference["runs"],
+            }
+        )
+    for row in section.rows:
+        row["images/s"] = median(row["runs"])
+        row["vs before"] = ratio(row["images/s"], section.rows[0]["images/s"])
+    if not isinstance(reference, str):
+        section.rows[2]["Keras vs PyTorch"] = ratio(section.rows[2]["images/s"], section.rows[3]["images/s"])
+    ctx.results["training"] = {r["recipe"]: r["images/s"] for r in section.rows}
+    section.notes.append(
+        f"{sizes.train_warmup_steps} warm-up steps, then {sizes.repeats} runs of {sizes.train_steps_per_run} "
+        f"steps (median); inputs: {ctx.faces.source}; the PyTorch row runs in its own process without "
+        "augmentation, so compare it with the network-alone row"
+    )
+    return section
+
+
+def keras_training_rates(ctx: Context, overrides: list[str]) -> list[float]:
+    """Images/s of `training_model` fed by `datasets.training_batches`, as the train stage runs them."""
     import keras
 
     from emotune import datasets
@@ -124,52 +177,59 @@ def training(ctx: Context) -> Section:
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             self.times.append(time.perf_counter())
 
+    cfg = compose(overrides)
     sizes = ctx.sizes
-    cfg = compose(list(sizes.train_model))
     batch = int(cfg.train.batch_size)
     warm, steps, runs = sizes.train_warmup_steps, sizes.train_steps_per_run, sizes.repeats
-    section = Section(
-        "training",
-        "1. Training throughput (training_model + tf.data input, augmentation included)",
-        ["precision", "model", "batch", "images/s", "vs float32"],
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    data, _ = datasets.training_batches(ctx.faces.x, datasets.one_hot(ctx.faces.y), batch_size=batch, seed=0)
+    with precision_policy(str(cfg.train.precision)):
+        model = build_model(cfg.model, image_size=int(cfg.data.image_size))
+        trainer = training_model(model, cfg.train, steps_per_epoch=warm + runs * steps, seed=0)
+    timer = BatchEnds()
+    trainer.fit(data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], verbose=0)
+    t = timer.times
+    return [batch * steps / (t[warm - 1 + (i + 1) * steps] - t[warm - 1 + i * steps]) for i in range(runs)]
+
+
+def torch_training_rates(ctx: Context, cfg: Any, precision: str) -> dict[str, Any] | str:
+    """The plain-PyTorch reference in a subprocess with .bench-torch on its path, or why it was skipped."""
+    import subprocess
+
+    from emotune.labels import NUM_CLASSES
+    from emotune.model import scaled_blocks
+
+    torch_dir = common.REPO / ".bench-torch"
+    if not (torch_dir / "torch").is_dir():
+        return "PyTorch is not installed in .bench-torch/ (make bench-torch)"
+    model = cfg.model
+    spec = {
+        "blocks": scaled_blocks(str(model.name), float(model.width)),
+        "channels": int(model.get("channels", 3)),
+        "size": int(model.get("crop") or model.get("input_size", cfg.data.image_size)),
+        "dense_units": int(model.dense_units),
+        "dropout": float(model.dropout),
+        "classes": NUM_CLASSES,
+        "batch": int(cfg.train.batch_size),
+        "precision": precision,
+        "warmup_steps": ctx.sizes.train_warmup_steps,
+        "steps_per_run": ctx.sizes.train_steps_per_run,
+        "repeats": ctx.sizes.repeats,
+    }
+    log("training: the plain-PyTorch reference")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(torch_dir), str(common.REPO)])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.torch_reference", json.dumps(spec)],
+        cwd=common.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
-    base = None
-    for precision in ("float32", "mixed_bfloat16"):
-        log(f"training: {cfg.model.name} {precision}")
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(0)
-        with precision_policy(precision):
-            model = build_model(cfg.model, image_size=int(cfg.data.image_size))
-            trainer = training_model(model, cfg.train, steps_per_epoch=warm + runs * steps, seed=0)
-        data = datasets.make_dataset(
-            ctx.faces.x, ctx.faces.y, batch_size=batch, shuffle=True, seed=0, drop_remainder=True
-        ).repeat()
-        timer = BatchEnds()
-        trainer.fit(
-            data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], shuffle=False, verbose=0
-        )
-        t = timer.times
-        per_run = [
-            batch * steps / (t[warm - 1 + (i + 1) * steps] - t[warm - 1 + i * steps]) for i in range(runs)
-        ]
-        value = median(per_run)
-        base = base or value
-        section.rows.append(
-            {
-                "precision": precision,
-                "model": f"{cfg.model.name} (width {cfg.model.width}, {model.count_params():,} parameters)",
-                "batch": batch,
-                "images/s": value,
-                "vs float32": value / base,
-                "runs": per_run,
-            }
-        )
-    ctx.results["training"] = {r["precision"]: r["images/s"] for r in section.rows}
-    recipe = "the default VGG19 recipe (conf/model/vgg19.yaml)" if not sizes.train_model else "a SMALL model"
-    section.notes.append(
-        f"{recipe}; {warm} warm-up steps, then {runs} runs of {steps} steps; inputs: {ctx.faces.source}"
-    )
-    return section
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmarks.torch_reference failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- 2. classifier throughput -------------------------------------------------------------------------------

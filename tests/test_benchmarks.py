@@ -110,8 +110,18 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
         if s["rows"]:
             assert "| " + " | ".join(s["columns"]) + " |" in proc.stdout
 
-    assert [r["precision"] for r in sections["training"]["rows"]] == ["float32", "mixed_bfloat16"]
-    assert all(r["images/s"] > 0 for r in sections["training"]["rows"])
+    training = sections["training"]["rows"]
+    assert [r["framework"] for r in training[:3]] == ["Keras 3 / TensorFlow"] * 3
+    assert [r["augmentation"] for r in training[:3]] == [True, True, False]
+    assert all(r["images/s"] > 0 for r in training) and training[0]["vs before"] == 1.0
+    with_torch = (REPO_ROOT / ".bench-torch/torch").is_dir()
+    assert (len(training) == 4) == with_torch
+    if with_torch:  # the network alone, Keras against plain PyTorch, as a ratio
+        assert training[3]["framework"].startswith("PyTorch")
+        keras_alone, plain_torch = training[2]["images/s"], training[3]["images/s"]
+        assert training[2]["Keras vs PyTorch"] == pytest.approx(keras_alone / plain_torch)
+    else:
+        assert "plain-PyTorch reference skipped" in proc.stdout
 
     with_peer = (PEER_DIR / "fer").is_dir()
     classifier = sections["classifier"]["rows"]

@@ -21,13 +21,22 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be fetched (offline) and are not in the Keras cache."""
 
 
+def scaled_blocks(name: str, width: float) -> tuple[tuple[int, int], ...]:
+    """(convolutions, filters) per block of a network trained from scratch: its family's layout at `width`."""
+    families = {"vgg19": VGG19_BLOCKS, "small_cnn": SMALL_CNN_BLOCKS}
+    if name not in families:
+        raise ValueError(f"model.name={name!r}: expected vgg19 or small_cnn")
+    return tuple((convs, max(8, round(filters * width))) for convs, filters in families[name])
+
+
 def _conv_blocks(
-    x: Any, blocks: tuple[tuple[int, int], ...], width: float, batch_norm: bool, bn_momentum: float = 0.99
+    x: Any, blocks: tuple[tuple[int, int], ...], batch_norm: bool, bn_momentum: float = 0.99
 ) -> Any:
     for b, (convs, filters) in enumerate(blocks, start=1):
-        n = max(8, round(filters * width))
         for c in range(1, convs + 1):
-            x = layers.Conv2D(n, 3, padding="same", use_bias=not batch_norm, name=f"block{b}_conv{c}")(x)
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"block{b}_conv{c}")(
+                x
+            )
             if batch_norm:
                 x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
@@ -91,11 +100,9 @@ def build_model(
                 raise ValueError("pretrained VGG19 weights need model.batch_norm=false and model.width=1.0")
             x = _keras_vgg19(x, weights, input_size)
         else:
-            x = _conv_blocks(x, VGG19_BLOCKS, width, batch_norm, bn_momentum)
-    elif name == "small_cnn":
-        x = _conv_blocks(x, SMALL_CNN_BLOCKS, width, True, bn_momentum)
-    else:
-        raise ValueError(f"model.name={name!r}: expected vgg19 or small_cnn")
+            x = _conv_blocks(x, scaled_blocks(name, width), batch_norm, bn_momentum)
+    else:  # small_cnn always normalises its batches
+        x = _conv_blocks(x, scaled_blocks(name, width), True, bn_momentum)
 
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(
