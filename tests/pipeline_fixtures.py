@@ -23,6 +23,7 @@ import yaml
 from emotune.config import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
+MODULE_AUDIT = Path(__file__).resolve().parent / "module_audit"  # its sitecustomize.py
 SMOKE_ROWS = 1050  # 840 training faces: two smoke epochs take seconds, and every split has every class
 
 
@@ -71,6 +72,8 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
     root = tmp_path_factory.mktemp("smoke") / "repo"
     copy_working_tree(REPO_ROOT, root)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    audit = root.parent / "module-audit"
+    audit.mkdir()
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -79,6 +82,9 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
         "DVC_NO_ANALYTICS": "1",
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(root / ".bentoml"),
+        # every stage writes the emotune modules it loaded here (tests/test_dvc_deps.py)
+        "EMOTUNE_MODULE_AUDIT": str(audit),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(MODULE_AUDIT), os.environ.get("PYTHONPATH")])),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.invalid",
         "GIT_COMMITTER_NAME": "test",
