@@ -16,6 +16,7 @@ from emotune.training import train_stage
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress reaches a log (dvc repro > file) line by line
     try:
         train_stage(load_params(), code_files=[__file__])
     except ResumeRefused as err:
