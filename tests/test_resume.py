@@ -255,3 +255,60 @@ def test_a_killed_train_stage_resumes_where_it_stopped(tmp_path):
     for got, want in zip(weights(root / "artifacts/train/model.keras"), reference, strict=True):
         np.testing.assert_array_equal(got, want)
     assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in reference_history]
+
+
+def test_resuming_with_weight_averaging_and_plateau_matches_an_uninterrupted_fit(tmp_path):
+    """EMA weights swapped in at the epoch boundary, the plateau schedule's counters and learning rate, the
+    dropout RNG: a fit killed as its third epoch begins and resumed ends where an uninterrupted fit ends."""
+    x = np.random.default_rng(1).normal(size=(48, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(48) % 3]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_third_epoch(epoch: int, logs: dict | None) -> None:
+        if epoch == 2:
+            raise Killed
+
+    def fit(initial_epoch: int = 0, backup: TrainingBackup | None = None, kill: bool = False) -> keras.Model:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dropout(0.3)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+        optimizer = keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+        callbacks = [
+            keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0),
+        ]
+        if backup is not None:
+            backup.track(callbacks, checkpoint=None)
+            callbacks.append(backup)
+        if kill:
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=kill_at_third_epoch))
+        model.fit(
+            x,
+            y,
+            epochs=3,
+            initial_epoch=initial_epoch,
+            batch_size=8,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        return model
+
+    def backup() -> TrainingBackup:
+        return TrainingBackup(tmp_path, {"config": {}, "data": {}}, {}, epochs=3)
+
+    uninterrupted = fit()
+    with pytest.raises(Killed):
+        fit(backup=backup(), kill=True)
+    again = backup()
+    assert again.initial_epoch == 2
+    resumed = fit(again.initial_epoch, again)
+    assert float(keras.ops.convert_to_numpy(resumed.optimizer.learning_rate)) < 0.5  # the plateau halved it
+    for a, b in zip(uninterrupted.variables, resumed.variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    for a, b in zip(uninterrupted.optimizer.variables, resumed.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
