@@ -312,3 +312,15 @@ def test_resuming_with_weight_averaging_and_plateau_matches_an_uninterrupted_fit
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     for a, b in zip(uninterrupted.optimizer.variables, resumed.optimizer.variables, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_a_resumed_run_whose_mlflow_run_is_gone_is_detected(tmp_path, monkeypatch):
+    from emotune import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = compose(["experiment=smoke"])
+    with tracking.start_run(cfg) as run:
+        pass
+    assert tracking.run_exists(cfg, run.info.run_id)
+    assert not tracking.run_exists(cfg, "0" * 32)  # e.g. the backup outlived the tracking store

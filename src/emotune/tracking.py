@@ -57,6 +57,15 @@ def start_run(
         yield run
 
 
+def run_exists(cfg: DictConfig | Mapping[str, Any], run_id: str) -> bool:
+    """Whether the configured store holds run `run_id` in the configured experiment."""
+    exp = experiment_id(cfg)
+    try:
+        return mlflow.get_run(run_id).info.experiment_id == exp
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
 def git_commit(cwd: Path | str = ".") -> str:
     """The checked-out commit, or "unknown" outside a git checkout."""
     try:
