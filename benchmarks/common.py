@@ -98,7 +98,7 @@ FULL = Sizes(
         ("bundled v4: 3 channels, 48x48, Adam", BUNDLED_V4),
         ("bundled: 1 channel, 44x44 crops, SGD", ("experiment=bundled",)),
     ),
-    train_warmup_steps=3,
+    train_warmup_steps=6,
     train_steps_per_run=8,
     batch1_faces=200,
     batch64_calls=5,

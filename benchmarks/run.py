@@ -127,9 +127,10 @@ def training(ctx: Context) -> Section:
         (after_label, after, True),
         (f"{after_label}: the network alone", (*after, "train.augment.enabled=false"), False),
     ]
-    for label, overrides, augmented in rows:
-        log(f"training: {label}")
-        runs = keras_training_rates(ctx, [*overrides, f"train.precision={precision}"])
+    rates = keras_training_rates(
+        ctx, [[*overrides, f"train.precision={precision}"] for _, overrides, _ in rows]
+    )
+    for (label, _, augmented), runs in zip(rows, rates, strict=True):
         section.rows.append(
             {"recipe": label, "framework": "Keras 3 / TensorFlow", "augmentation": augmented, "runs": runs}
         )
@@ -153,15 +154,18 @@ def training(ctx: Context) -> Section:
         section.rows[2]["Keras vs PyTorch"] = ratio(section.rows[2]["images/s"], section.rows[3]["images/s"])
     ctx.results["training"] = {r["recipe"]: r["images/s"] for r in section.rows}
     section.notes.append(
-        f"{sizes.train_warmup_steps} warm-up steps, then {sizes.repeats} runs of {sizes.train_steps_per_run} "
-        f"steps (median); inputs: {ctx.faces.source}; the PyTorch row runs in its own process without "
-        "augmentation, so compare it with the network-alone row"
+        f"{sizes.train_warmup_steps} warm-up steps, then {sizes.repeats} rounds in which the Keras recipes "
+        f"take turns, {sizes.train_steps_per_run} steps each (median); inputs: {ctx.faces.source}; the "
+        "PyTorch row runs afterwards in its own process without augmentation: compare it with the "
+        "network-alone row"
     )
     return section
 
 
-def keras_training_rates(ctx: Context, overrides: list[str]) -> list[float]:
-    """Images/s of `training_model` fed by `datasets.training_batches`, as the train stage runs them."""
+def keras_training_rates(ctx: Context, recipes: list[list[str]]) -> list[list[float]]:
+    """Images/s of `training_model` fed by `datasets.training_batches`, as the train stage runs them, for
+    each recipe (Hydra overrides). The recipes take turns, one timed run each per round, so a machine whose
+    speed drifts over minutes (shared hosts do) slows them alike and their ratios hold."""
     import keras
 
     from emotune import datasets
@@ -169,28 +173,33 @@ def keras_training_rates(ctx: Context, overrides: list[str]) -> list[float]:
     from emotune.model import build_model
     from emotune.training import precision_policy, training_model
 
-    class BatchEnds(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.times: list[float] = []
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            self.times.append(time.perf_counter())
-
-    cfg = compose(overrides)
     sizes = ctx.sizes
-    batch = int(cfg.train.batch_size)
-    warm, steps, runs = sizes.train_warmup_steps, sizes.train_steps_per_run, sizes.repeats
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    data, _ = datasets.training_batches(ctx.faces.x, datasets.one_hot(ctx.faces.y), batch_size=batch, seed=0)
-    with precision_policy(str(cfg.train.precision)):
-        model = build_model(cfg.model, image_size=int(cfg.data.image_size))
-        trainer = training_model(model, cfg.train, steps_per_epoch=warm + runs * steps, seed=0)
-    timer = BatchEnds()
-    trainer.fit(data, epochs=1, steps_per_epoch=warm + runs * steps, callbacks=[timer], verbose=0)
-    t = timer.times
-    return [batch * steps / (t[warm - 1 + (i + 1) * steps] - t[warm - 1 + i * steps]) for i in range(runs)]
+    steps = sizes.train_steps_per_run
+    trainers = []
+    for overrides in recipes:
+        cfg = compose(overrides)
+        log(f"training: building {' '.join(overrides)}")
+        keras.utils.set_random_seed(0)
+        batch = int(cfg.train.batch_size)
+        data, _ = datasets.training_batches(
+            ctx.faces.x, datasets.one_hot(ctx.faces.y), batch_size=batch, seed=0
+        )
+        with precision_policy(str(cfg.train.precision)):
+            model = build_model(cfg.model, image_size=int(cfg.data.image_size))
+            trainer = training_model(model, cfg.train, steps_per_epoch=1000, seed=0)
+        batches = iter(data)
+        for _ in range(sizes.train_warmup_steps):
+            trainer.train_on_batch(*next(batches))
+        trainers.append((trainer, batches, batch))
+    rates: list[list[float]] = [[] for _ in recipes]
+    for _ in range(sizes.repeats):
+        for runs, (trainer, batches, batch) in zip(rates, trainers, strict=True):
+            inputs = [next(batches) for _ in range(steps)]  # fetched before the clock starts
+            start = time.perf_counter()
+            for x, y in inputs:
+                trainer.train_on_batch(x, y)
+            runs.append(batch * steps / (time.perf_counter() - start))
+    return rates
 
 
 def torch_training_rates(ctx: Context, cfg: Any, precision: str) -> dict[str, Any] | str:
