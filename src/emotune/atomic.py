@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -27,3 +28,12 @@ def atomic_output(path: Path | str) -> Iterator[Path]:
 def write_json(path: Path | str, data: Any) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def sha256_file(path: Path | str) -> str:
+    """A file's sha256 (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from emotune.atomic import sha256_file
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
 from emotune.vision import FaceDetector, as_rgb, detector_from_config, make_detector
@@ -97,8 +98,6 @@ def verify_model_file(path: Path, card: dict[str, Any] | None, card_path: Path) 
     files = (card or {}).get("files")
     if not files:
         return
-    from emotune.registry import sha256_file  # here: registry imports this module
-
     entry = files.get(path.name)
     if not isinstance(entry, dict) or "sha256" not in entry:
         raise ModelLoadError(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from emotune.atomic import sha256_file
 from emotune.labels import EMOTIONS
 from emotune.preprocess import FACE_SIZE
 from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE
@@ -50,14 +50,6 @@ PREPROCESSING = (
 
 
 # --- small helpers ---------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bentoml_store_path(name: str) -> Path | None:

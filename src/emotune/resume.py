@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from emotune.atomic import write_json
+from emotune.atomic import sha256_file, write_json
 
 # The callbacks whose attributes must survive a restart, and which attributes. Keras resets them in
 # on_train_begin, so they are restored after that (the backup callback comes after them in the list).
@@ -52,14 +52,6 @@ class ResumeRefused(RuntimeError):
     """A backup exists for this run but must not be resumed without the user's say-so."""
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_definition(cfg: DictConfig | Mapping[str, Any], data_files: Iterable[Path | str]) -> dict[str, Any]:
     """What defines a training run: the train stage's configuration and the hashes of its input files."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -71,7 +63,7 @@ def run_definition(cfg: DictConfig | Mapping[str, Any], data_files: Iterable[Pat
             "model": container["model"],
             "train": train,
         },
-        "data": {Path(p).name: _sha256_file(Path(p)) for p in sorted(map(str, data_files))},
+        "data": {Path(p).name: sha256_file(Path(p)) for p in sorted(map(str, data_files))},
     }
 
 
@@ -87,7 +79,7 @@ def code_fingerprint(package: str = "emotune", extra: Sequence[Path | str] = ())
         if (name == package or name.startswith(f"{package}.")) and getattr(m, "__file__", None)
     }
     files.update(Path(p).resolve() for p in extra)
-    return {str(p): _sha256_file(p) for p in sorted(files) if p.is_file()}
+    return {str(p): sha256_file(p) for p in sorted(files) if p.is_file()}
 
 
 def changed_files(saved: Mapping[str, str]) -> list[str]:
@@ -95,7 +87,7 @@ def changed_files(saved: Mapping[str, str]) -> list[str]:
     changed = []
     for name, digest in saved.items():
         path = Path(name)
-        if not path.is_file() or _sha256_file(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             changed.append(name)
     return changed
 
