@@ -65,3 +65,22 @@ def test_every_param_the_pipeline_uses_exists(repo_root: Path) -> None:
     assert prepare.cmd == "python pipelines/prepare.py"
     assert {str(out) for out in prepare.outs} == {params["paths"]["prepared"]}
     assert params["data"]["raw_path"] in {str(dep) for dep in prepare.deps}
+
+
+def test_version_flag_prints_the_installed_version(capsys, monkeypatch) -> None:
+    from importlib import metadata
+
+    from emotune import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"emotune {metadata.version('emotune')}"
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli.metadata, "version", not_installed)  # a source tree that was never installed
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == "emotune unknown"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 # module path -> it defines `register(subparsers)` adding one or more sub-commands.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -20,10 +21,19 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version, or "unknown" when run from a source tree never installed."""
+    try:
+        return metadata.version("emotune")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emotune", description="Facial-expression recognition that recommends music for your mood."
     )
+    parser.add_argument("--version", action="version", version=f"emotune {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
