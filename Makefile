@@ -10,7 +10,12 @@ export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: env serve test lint params repro bench bench-quick bench-peers bench-torch clean
+.DEFAULT_GOAL := help
+.PHONY: help env serve test lint params repro bench bench-quick bench-peers bench-torch clean
+
+help:  ## list the targets (this text)
+	@grep -hE '^[A-Za-z][A-Za-z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
@@ -28,7 +33,7 @@ params: env  ## recompose params.yaml from conf/ (run after editing conf/)
 repro: params  ## run the DVC pipeline with the current conf/
 	$(RUN) dvc repro
 
-lint: env
+lint: env  ## ruff check + ruff format --check (the lint half of make test)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
@@ -57,12 +62,12 @@ TORCH_REF := torch==2.13.*
 
 bench-torch: env .bench-torch/.installed  ## install PyTorch for the training figure's reference row (optional)
 
-bench: bench-peers  ## the full benchmark (README "Benchmarks"): Markdown on stdout, JSON in bench-results/
+bench: bench-peers  ## the full benchmark (docs/benchmarks.md): Markdown on stdout, JSON in bench-results/
 	@$(MAKE) --no-print-directory bench-torch || echo "PyTorch reference unavailable: figure 1 skips its row"
 	$(RUN) python -m benchmarks.run --full
 
 bench-quick: bench-peers  ## the CI-sized benchmark (small training model, few repeats)
 	$(RUN) python -m benchmarks.run --quick
 
-clean:
+clean:  ## delete .venv, artifacts/, test caches and the benchmark peers
 	rm -rf .venv artifacts .pytest_cache .bench-peers .bench-torch
