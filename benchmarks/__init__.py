@@ -1,1 +1,1 @@
-"""Benchmarks: `make bench` (full) and `make bench-quick` (CI); see benchmarks/run.py and the README."""
+"""Benchmarks: `make bench` (full) and `make bench-quick` (CI); see benchmarks/run.py, docs/benchmarks.md."""

@@ -1,6 +1,6 @@
 """One command, one report: where this project stands against the `fer` package on this machine.
 
-    make bench                      # full run (README "Benchmarks"); = python -m benchmarks.run --full
+    make bench                      # full run (docs/benchmarks.md); = python -m benchmarks.run --full
     make bench-quick                # CI-sized: small training model, few repeats (checks code, not results)
     python -m benchmarks.run --quick --only classifier,end_to_end --model-dir models
 
@@ -551,9 +551,7 @@ def accuracy(ctx: Context) -> Section:
 
 
 def targets(ctx: Context, errors: int) -> Section:
-    section = Section(
-        "targets", "Targets (issue 8; ratios from this run)", ["target", "goal", "measured", "met"]
-    )
+    section = Section("targets", "Targets (ratios from this run)", ["target", "goal", "measured", "met"])
     e2e = ctx.results.get("end_to_end", {})
 
     def add(name: str, goal: str, value: float | None, ok: bool | None) -> None:

@@ -1,7 +1,7 @@
 """The real service under what users and networks throw at it: schema-driven fuzzing (schemathesis), malformed
 and unusual images, wrong content types, oversized and endless bodies, a soak under concurrent load, the
 addresses it listens on, and a damaged model at start. One `bentoml serve` for the module (test_service's
-helpers start it); the figures it prints are the ones README "Reliability" reports."""
+helpers start it); the figures it prints are the ones docs/reliability.md reports."""
 
 from __future__ import annotations
 
@@ -353,9 +353,10 @@ def test_the_server_still_answers_after_the_abuse(client):
 
 
 def test_analyze_never_writes_an_upload_to_disk(server, client):
-    """README "Privacy": an /analyze upload is held in memory, also a part over Starlette's 1 MB spool size
-    (refused as over serve.max_image_bytes, after it was read): the server opens no file for writing while it
-    answers. The same audit sees the page's Gradio upload route write its file, so it does watch."""
+    """docs/page.md "Privacy": an /analyze upload is held in memory, also a part over Starlette's 1 MB
+    spool size (refused as over serve.max_image_bytes, after it was read): the server opens no file for
+    writing while it answers. The same audit sees the page's Gradio upload route write its file, so it does
+    watch."""
     small = encode(paste(fer_like_face())[0], "JPEG")
     noise = np.random.default_rng(0).integers(0, 256, (720, 720, 3), dtype=np.uint8)
     big = encode(noise, "PNG")  # incompressible: ~1.5 MB

@@ -155,9 +155,9 @@ def test_snapshot_is_read_into_memory_and_deleted(page, tmp_path):
 
 
 def test_only_the_streaming_input_takes_the_camera(page, cfg):
-    """README "Privacy": camera frames stay in memory. The live input streams them as data URLs; a picture
-    taken in any other gr.Image would be uploaded to Gradio's folder on disk, so no other input has the
-    camera."""
+    """docs/page.md "Privacy": camera frames stay in memory. The live input streams them as data URLs; a
+    picture taken in any other gr.Image would be uploaded to Gradio's folder on disk, so no other input has
+    the camera."""
     from emotune.ui import build_page
 
     images = [b for b in build_page(page.engine, cfg).blocks.values() if isinstance(b, gr.Image)]

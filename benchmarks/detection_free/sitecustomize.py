@@ -2,7 +2,7 @@
 detection_free=True)`): each Haar face detector answers every frame with the boxes it found on its first
 one, so /analyze does everything but the detection. The benchmark's load sends one frame over and over, so
 the answers are the same; what the service can do without detection is the floor a faster detector could
-reach (README "Benchmarks")."""
+reach (docs/benchmarks.md)."""
 
 import os
 
