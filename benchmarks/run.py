@@ -75,7 +75,7 @@ class Context:
     @cached_property
     def serve_cfg(self) -> Any:
         """conf/serve with $EMOTUNE_OVERRIDES and the EMOTUNE_* variables, as `bentoml serve` reads them."""
-        from emotune.analyze_commands import serve_settings
+        from emotune.serving import serve_settings
 
         return serve_settings().serve
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from emotune.serve_process import Served, bentoml_serve, serve_env
+from benchmarks.served import Served, bentoml_serve, serve_env
 
 READY_TIMEOUT_S = 180
 

@@ -1,6 +1,6 @@
 """DVC stage `prepare`: params.yaml (data.*, paths.prepared) + raw FER2013 -> per-split arrays, report, plot.
 
-Everything is in emotune.data.prepare; this only reads the configuration DVC tracks.
+Everything is in emotune.data.prepare.prepare_stage; this only reads the configuration DVC tracks.
 """
 
 from __future__ import annotations
@@ -9,19 +9,14 @@ import logging
 import sys
 
 from emotune.config import load_params
-from emotune.data import DataValidationError, prepare
+from emotune.data import DataValidationError
+from emotune.data.prepare import prepare_stage
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_params()
     try:
-        prepare(
-            cfg.data.raw_path,
-            cfg.paths.prepared,
-            synthetic=bool(cfg.data.synthetic),
-            image_size=int(cfg.data.image_size),
-        )
+        prepare_stage(load_params())
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         # A clear message, not a traceback: the data (or its config), not the code, needs fixing.
         print(f"prepare failed: {exc}", file=sys.stderr)

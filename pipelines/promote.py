@@ -1,6 +1,6 @@
 """DVC stage `promote`: the best MLflow run -> Model Registry alias, models/ (ONNX + card), BentoML store.
 
-Everything is in emotune.registry.promote; this only reads the configuration DVC tracks.
+Everything is in emotune.promotion.promote_stage; this only reads the configuration DVC tracks.
 """
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 
 from emotune.config import load_params
-from emotune.registry import promote
+from emotune.promotion import promote_stage
 
 
 def main() -> int:
-    promote(load_params())
+    promote_stage(load_params())
     return 0
 
 

@@ -49,14 +49,16 @@ def export_tiny_model(out_dir: Path, precision: str = "float16") -> Path:
     """An untrained small_cnn, exported by the promote stage's own export and card code (never committed)."""
     import keras
 
-    from emotune import registry
+    from emotune import export, model_card
     from emotune.model import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model({"name": "small_cnn", "width": 0.25, "dense_units": 32}, FACE_SIZE)
-    files = registry.export_serving_files(model, out_dir, precision)
+    files = export.export_serving_files(model, out_dir, precision)
     files.pop("reference").unlink()
-    registry.write_card(registry.build_card(name="emotune-fer", precision=precision, files=files), out_dir)
+    model_card.write_card(
+        model_card.build_card(name="emotune-fer", precision=precision, files=files), out_dir
+    )
     return out_dir
 
 

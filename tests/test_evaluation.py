@@ -11,7 +11,7 @@ import pytest
 
 from emotune import evaluation
 from emotune.cli import main
-from emotune.data import synthesize
+from emotune.data import splits, synthesize
 from emotune.data.fer2013 import load
 from emotune.evaluate_commands import select_rows
 from emotune.labels import EMOTIONS, NUM_CLASSES
@@ -75,14 +75,14 @@ def test_tta_averages_with_the_mirrored_faces():
 
 def test_split_choice_says_when_it_falls_back():
     everything = {"train", "validation", "test"}
-    assert evaluation.choose_split(everything) == ("test", evaluation.SPLIT_NOTES["test"])
-    split, note = evaluation.choose_split({"train", "validation"})
+    assert splits.choose_split(everything) == ("test", splits.SPLIT_NOTES["test"])
+    split, note = splits.choose_split({"train", "validation"})
     assert split == "validation" and "PublicTest" in note and "optimistic" in note
-    split, note = evaluation.choose_split({"train"})
+    split, note = splits.choose_split({"train"})
     assert split == "train" and "TRAINING" in note
-    assert evaluation.choose_split({"train", "validation", "test"}, "validation")[0] == "validation"
+    assert splits.choose_split({"train", "validation", "test"}, "validation")[0] == "validation"
     with pytest.raises(ValueError, match="'test' not in the data"):
-        evaluation.choose_split({"train", "validation"}, "test")
+        splits.choose_split({"train", "validation"}, "test")
 
 
 def test_outputs_are_written(tmp_path):
@@ -118,19 +118,19 @@ def tiny_model(tmp_path_factory):
     return model, folder
 
 
-def test_predict_probabilities_keras_and_onnx_agree(tiny_model):
+def test_load_predictor_keras_and_onnx_agree(tiny_model):
     model, folder = tiny_model
     x = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     expected = model.predict(to_model_input(x), verbose=0)
     for name in ("model.keras", "emotune.onnx"):
-        probs = evaluation.predict_probabilities(folder / name, x, batch_size=2)  # batches of 2, 2 and 1
+        probs = evaluation.load_predictor(folder / name, batch_size=2)(x)  # batches of 2, 2 and 1
         assert probs.shape == (5, NUM_CLASSES), name
         np.testing.assert_allclose(probs, expected, atol=1e-5, err_msg=name)
     with pytest.raises(FileNotFoundError):
-        evaluation.predict_probabilities(folder / "missing.keras", x)
+        evaluation.load_predictor(folder / "missing.keras")
     (folder / "model.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"onnx or \.keras"):
-        evaluation.predict_probabilities(folder / "model.pt", x)
+        evaluation.load_predictor(folder / "model.pt")
 
 
 @pytest.mark.parametrize("held_out", [False, True], ids=["validated-on-publictest", "validated-on-holdout"])

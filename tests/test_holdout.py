@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from emotune.data.holdout import (
+from emotune.data.splits import (
     fingerprint,
     held_out_split,
     holdout_fraction,

@@ -10,7 +10,7 @@ import pytest
 
 from emotune.labels import EMOTIONS
 from emotune.music import DEFAULT_TARGETS, ListeningSession, Recommender, load_playlists, mood_vector
-from emotune.music.catalog import DEFAULT_PLAYLISTS_DIR, _finish, artist_key, text_key
+from emotune.music.catalog import DEFAULT_PLAYLISTS_DIR, artist_key, text_key, track_table
 
 
 def synthetic_catalog(n: int, seed: int = 0, artists: int | None = None) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def synthetic_catalog(n: int, seed: int = 0, artists: int | None = None) -> pd.D
             "source": "catalog",
         }
     )
-    return _finish(frame)
+    return track_table(frame)
 
 
 @pytest.fixture(scope="module")

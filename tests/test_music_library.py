@@ -12,7 +12,7 @@ from mutagen.id3 import TCON, TIT2, TPE1
 from mutagen.wave import WAVE
 
 from emotune.music import CatalogError, Recommender
-from emotune.music.catalog import _finish
+from emotune.music.catalog import track_table
 from emotune.music.library import SIDECAR_NAME, read_tags, scan_library
 
 # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz frame header; zero side info decodes as silence.
@@ -107,7 +107,7 @@ def test_local_files_play_in_the_page(library_rec, library):
 
 
 def test_library_in_catalogue_mode(library):
-    frame = _finish(
+    frame = track_table(
         pd.DataFrame(
             {
                 "id": ["1", "2", "3"],

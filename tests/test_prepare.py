@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emotune.data import DataValidationError, load_prepared, prepare, synthesize
-from emotune.evaluation import SPLIT_NOTES, choose_split
+from emotune.data.splits import SPLIT_NOTES, choose_split
 from emotune.labels import EMOTIONS
 
 

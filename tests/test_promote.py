@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotune import registry
+from emotune import export, promotion
 from emotune.labels import EMOTIONS
 
 pytestmark = pytest.mark.slow
@@ -125,7 +125,7 @@ def test_a_failure_half_way_leaves_models_untouched(promoted, in_copy, tmp_path)
     before = {p.name: sha256(p) for p in models.iterdir()}
     cfg.tracking.registered_model = "not/valid"  # the registry refuses it after the export was staged
     with pytest.raises(MlflowException, match="not/valid"):
-        registry.promote(cfg, models_dir=models, bentoml_store=False)
+        promotion.promote_stage(cfg, models_dir=models, bentoml_store=False)
     assert {p.name: sha256(p) for p in models.iterdir()} == before
     assert not list(tmp_path.glob(".promote-*"))
 
@@ -133,13 +133,13 @@ def test_a_failure_half_way_leaves_models_untouched(promoted, in_copy, tmp_path)
 def test_the_export_check_fails_a_lossy_export():
     check = {"n": 3589, "accuracy_drop_points": 0.6}
     with pytest.raises(RuntimeError, match=r"max_accuracy_drop=0\.5"):
-        registry.enforce_export_check(check, 0.5, "int8")
-    registry.enforce_export_check({**check, "accuracy_drop_points": 0.5}, 0.5, "int8")
-    registry.enforce_export_check({**check, "accuracy_drop_points": -2.0}, 0.5, "int8")  # a gain is fine
+        export.enforce_export_check(check, 0.5, "int8")
+    export.enforce_export_check({**check, "accuracy_drop_points": 0.5}, 0.5, "int8")
+    export.enforce_export_check({**check, "accuracy_drop_points": -2.0}, 0.5, "int8")  # a gain is fine
     # one face of a 100-row split is below what the check can resolve
-    registry.enforce_export_check({"n": 100, "accuracy_drop_points": 1.0}, 0.5, "float16")
+    export.enforce_export_check({"n": 100, "accuracy_drop_points": 1.0}, 0.5, "float16")
     with pytest.raises(RuntimeError):
-        registry.enforce_export_check({"n": 100, "accuracy_drop_points": 2.0}, 0.5, "float16")
+        export.enforce_export_check({"n": 100, "accuracy_drop_points": 2.0}, 0.5, "float16")
 
 
 def test_promote_picks_a_better_run_and_loads_its_model_from_mlflow(promoted, in_copy, tmp_path):
@@ -174,7 +174,7 @@ def test_promote_picks_a_better_run_and_loads_its_model_from_mlflow(promoted, in
             mlflow.log_metric("best_val_accuracy", 1.0)
             mlflow.set_tags(tags)
 
-    card = registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    card = promotion.promote_stage(cfg, models_dir=tmp_path / "models", bentoml_store=False)
     assert card["mlflow"]["run_id"] == run.info.run_id
     client = MlflowClient(tracking_uri=uri)
     champion = client.get_model_version_by_alias("emotune-fer", "champion")
@@ -185,15 +185,15 @@ def test_promote_picks_a_better_run_and_loads_its_model_from_mlflow(promoted, in
     np.testing.assert_allclose(served, other.predict(x[..., None].astype(np.float32), verbose=0), atol=5e-3)
 
     # Promoting the same run again reuses its registry version.
-    registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    promotion.promote_stage(cfg, models_dir=tmp_path / "models", bentoml_store=False)
     assert len(client.search_model_versions("name = 'emotune-fer'")) == 2
 
 
 def test_the_choice_is_never_made_on_a_test_metric():
     for metric in ("test_accuracy", "test_macro_f1", "TEST_acc"):
         with pytest.raises(ValueError, match="validation"):
-            registry.check_metric(metric)
-    registry.check_metric("best_val_accuracy")
+            promotion.check_metric(metric)
+    promotion.check_metric("best_val_accuracy")
 
 
 def test_best_run_ignores_failed_runs_and_runs_without_the_metric(tmp_path):
@@ -213,18 +213,19 @@ def test_best_run_ignores_failed_runs_and_runs_without_the_metric(tmp_path):
             client.log_metric(run.info.run_id, "best_val_accuracy", value)
         client.set_terminated(run.info.run_id, status)
         runs[name] = run.info.run_id
-    assert registry.best_run(client, "e", "best_val_accuracy", "max").info.run_id == runs["c"]
-    assert registry.best_run(client, "e", "best_val_accuracy", "min").info.run_id == runs["a"]
+    assert promotion.best_run(client, "e", "best_val_accuracy", "max").info.run_id == runs["c"]
+    assert promotion.best_run(client, "e", "best_val_accuracy", "min").info.run_id == runs["a"]
     with pytest.raises(LookupError, match="no finished run"):
-        registry.best_run(client, "e", "val_f1")
+        promotion.best_run(client, "e", "val_f1")
     with pytest.raises(LookupError, match="not found"):
-        registry.best_run(client, "nope", "best_val_accuracy")
+        promotion.best_run(client, "nope", "best_val_accuracy")
     client.set_tag(runs["a"], "validation_set", "faces-a")
     assert (
-        registry.best_run(client, "e", "best_val_accuracy", validation_set="faces-a").info.run_id == runs["a"]
+        promotion.best_run(client, "e", "best_val_accuracy", validation_set="faces-a").info.run_id
+        == runs["a"]
     )
     with pytest.raises(LookupError, match="validated on faces faces-x"):
-        registry.best_run(client, "e", "best_val_accuracy", validation_set="faces-x")
+        promotion.best_run(client, "e", "best_val_accuracy", validation_set="faces-x")
 
 
 def test_export_precisions_sizes_and_agreement(tmp_path):
@@ -238,21 +239,21 @@ def test_export_precisions_sizes_and_agreement(tmp_path):
     y = np.random.default_rng(4).integers(0, 7, 32)
     sizes = {}
     for precision in ("float32", "float16", "int8"):
-        files = registry.export_serving_files(
+        files = export.export_serving_files(
             model, tmp_path / precision, precision, keep_keras_max_mb=0, calibration_faces=x
         )
         assert "model.keras" not in files and not (tmp_path / precision / "model.keras").exists()
         sizes[precision] = files["emotune.onnx"].stat().st_size
-        check = registry.export_accuracy(files["reference"], files["emotune.onnx"], x, y)
+        check = export.export_accuracy(files["reference"], files["emotune.onnx"], x, y)
         assert check["n"] == 32 and check["prediction_agreement"] >= 0.9
         if precision != "int8":
             assert check["max_abs_probability_difference"] < 1e-2
     assert 0.45 < sizes["float16"] / sizes["float32"] < 0.6
     assert sizes["int8"] < sizes["float16"]
     with pytest.raises(ValueError, match="onnx_precision"):
-        registry.export_serving_files(model, tmp_path / "bad", "bfloat8")
+        export.export_serving_files(model, tmp_path / "bad", "bfloat8")
     with pytest.raises(ValueError, match="calibration"):
-        registry.export_serving_files(model, tmp_path / "uncalibrated", "int8")
+        export.export_serving_files(model, tmp_path / "uncalibrated", "int8")
 
 
 def test_flip_tta_is_averaged_inside_the_exported_model(tmp_path):
@@ -270,7 +271,7 @@ def test_flip_tta_is_averaged_inside_the_exported_model(tmp_path):
     expected = (model.predict(x, verbose=0) + model.predict(xm, verbose=0)) / 2
     assert not np.allclose(model.predict(x, verbose=0), model.predict(xm, verbose=0), atol=1e-4)
 
-    files = registry.export_serving_files(with_flip_average(model), tmp_path, "float32")
+    files = export.export_serving_files(with_flip_average(model), tmp_path, "float32")
     for name in ("emotune.onnx", "model.keras"):  # the ONNX graph and the saved Keras model, reloaded
         recognizer = EmotionRecognizer.load(files[name])
         np.testing.assert_allclose(recognizer.classify(faces), expected, atol=1e-5)
@@ -284,7 +285,7 @@ def test_promote_with_flip_tta_says_so_in_the_card(promoted, in_copy, tmp_path):
 
     cfg, _ = in_copy
     cfg.promote.flip_tta = True
-    card = registry.promote(cfg, models_dir=tmp_path / "models", bentoml_store=False)
+    card = promotion.promote_stage(cfg, models_dir=tmp_path / "models", bentoml_store=False)
     assert card["model"]["flip_tta"] is True
     assert "horizontal flip, averaged inside the model" in (tmp_path / "models" / "MODEL_CARD.md").read_text()
     faces = np.load(promoted.path("artifacts/prepared/validation.npz"))["x"][:8]
@@ -302,7 +303,7 @@ def test_publish_moves_files_in_and_drops_stale_ones(tmp_path):
     (models / "README.txt").write_text("not ours: kept")
     (staging / "emotune.onnx").write_text("new onnx")
     (staging / "model_card.json").write_text("{}")
-    registry.publish(staging, models)
+    promotion.publish(staging, models)
     assert sorted(p.name for p in models.iterdir()) == ["README.txt", "emotune.onnx", "model_card.json"]
     assert (models / "emotune.onnx").read_text() == "new onnx"
     assert not list(staging.iterdir())

@@ -200,8 +200,8 @@ def test_locate_model_precedence(monkeypatch, tmp_path):
 
 
 def test_cli_analyze_prints_the_endpoint_json(model_dir, tmp_path, capsys):
-    from emotune.analyze_commands import analysis_json, load_recommender, serve_settings
     from emotune.cli import main
+    from emotune.serving import analysis_json, load_recommender, serve_settings
 
     folder = tmp_path / "pictures"
     folder.mkdir()
@@ -248,7 +248,7 @@ def test_cli_serve_starts_bentoml_with_the_options_as_settings(monkeypatch):
 
 
 def test_env_settings_override_conf(monkeypatch):
-    from emotune.analyze_commands import serve_settings
+    from emotune.serving import serve_settings
 
     monkeypatch.setenv("EMOTUNE_THREADS", "5")
     monkeypatch.setenv("EMOTUNE_OVERRIDES", "serve.min_face_size=77 music.k=3")

@@ -114,7 +114,7 @@ def test_a_model_file_that_differs_from_its_card_is_refused(model, name):
 
 def test_the_service_path_refuses_it_too(model, monkeypatch):
     """EmotionRecognizer.from_config with $EMOTUNE_MODEL_DIR: what the service's __init__ runs."""
-    from emotune.analyze_commands import serve_settings
+    from emotune.serving import serve_settings
 
     flip_one_byte(model / "emotune.onnx")
     monkeypatch.setenv("EMOTUNE_MODEL_DIR", str(model))
@@ -150,7 +150,7 @@ def test_a_damaged_model_without_a_card_fails_to_load_with_the_file_and_the_fix(
 
 
 def test_a_missing_model_says_where_and_how_to_get_one(tmp_path, monkeypatch):
-    from emotune.analyze_commands import serve_settings
+    from emotune.serving import serve_settings
 
     monkeypatch.setenv("EMOTUNE_MODEL_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=rf"no model in {tmp_path}.*dvc repro promote"):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pipeline_fixtures import repository_files
 
-from emotune.analyze_commands import serve_settings
 from emotune.config import REPO_ROOT, compose
+from emotune.serving import serve_settings
 
 LOCALHOST = "127.0.0.1"
 

@@ -38,7 +38,7 @@ from serving_helpers import (
     written_since,
 )
 
-from emotune.serve_process import bentoml_serve, free_port, serve_env
+from benchmarks.served import bentoml_serve, free_port, serve_env
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
+from benchmarks.served import bentoml_serve, serve_env
 from emotune.config import REPO_ROOT
 from emotune.recognizer import EmotionRecognizer
-from emotune.serve_process import bentoml_serve, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def bento(model_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     home = tmp_path_factory.mktemp("bentoml")
     env = serve_env(home)
     code = (
-        "import json, sys; from emotune.registry import import_to_bentoml;"
+        "import json, sys; from emotune.promotion import import_to_bentoml;"
         "print(import_to_bentoml(sys.argv[1], 'emotune-fer', json.load(open(sys.argv[2]))))"
     )
     card = model_dir / "model_card.json"

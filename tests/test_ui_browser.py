@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from serving_helpers import encode, fer_like_face, paste, tiny_model_dir, write_audit_env, written_since
 
+from benchmarks.served import bentoml_serve, serve_env
 from emotune.labels import EMOTIONS
-from emotune.serve_process import bentoml_serve, serve_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

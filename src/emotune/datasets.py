@@ -33,18 +33,13 @@ def make_dataset(
     labels: np.ndarray | None = None,
     *,
     batch_size: int,
-    shuffle: bool = False,
-    seed: int | None = None,
-    shuffle_buffer: int | None = None,
     targets: np.ndarray | None = None,
-    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
-    """uint8 faces (N, S, S) and labels (N,) -> batches of (float32 (B, S, S, 1), float32 one-hot (B, 7)).
+    """uint8 faces (N, S, S) and labels (N,) -> batches of (float32 (B, S, S, 1), float32 one-hot (B, 7)), in
+    order and every row once: for validation and prediction (training draws `training_batches`).
 
     `targets` (N, 7) replaces the one-hot labels when given (soft labels). Without labels or targets the
-    dataset yields the faces alone (prediction). Shuffling reshuffles every epoch from `seed`, so a run is
-    repeatable. `drop_remainder` (training) drops each epoch's last partial batch: one static batch shape
-    means one traced graph instead of two, and the reshuffle still gives every row its turn.
+    dataset yields the faces alone (prediction).
     """
     x = to_model_input(faces)
     if targets is None and labels is not None:
@@ -52,12 +47,7 @@ def make_dataset(
     if targets is not None and len(targets) != len(x):
         raise ValueError(f"{len(x)} faces but {len(targets)} labels")
     ds = tf.data.Dataset.from_tensor_slices(x if targets is None else (x, np.asarray(targets, np.float32)))
-    ds = ds.cache()
-    if shuffle:
-        buffer = len(x) if not shuffle_buffer else min(int(shuffle_buffer), len(x))
-        ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
-    drop = drop_remainder and len(x) >= int(batch_size)
-    return ds.batch(int(batch_size), drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+    return ds.cache().batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 
 def training_batches(

@@ -37,7 +37,7 @@ def select_rows(splits: dict[str, Any], requested: str) -> tuple[Any, Any, str, 
     """(faces, labels, split, note) for `requested`: auto | all | train | validation | test | a Usage."""
     import numpy as np
 
-    from emotune.evaluation import SPLIT_NOTES, choose_split
+    from emotune.data.splits import SPLIT_NOTES, choose_split
 
     if requested == "all":
         faces = np.concatenate([x for x, _ in splits.values()])

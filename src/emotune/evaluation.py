@@ -7,43 +7,19 @@ results to the training run in MLflow; `emotune evaluate` (evaluate_commands.py)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emotune.atomic import atomic_output, write_json
+from emotune.data.splits import choose_split
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import to_model_input
 
 # uint8 faces (N, 48, 48) -> class probabilities (N, 7)
 Predictor = Callable[[np.ndarray], np.ndarray]
-
-SPLIT_NOTES = {
-    "test": "test split (FER2013 PrivateTest rows): held out from training and from choosing the best epoch",
-    "validation": (
-        "no test split in the data (no PrivateTest rows), so this is the validation split (PublicTest), "
-        "which also chose the best epoch: an optimistic estimate"
-    ),
-    "train": "no test or validation rows, so this is the TRAINING split: not a generalisation estimate",
-    "all": "every row of the data, whatever its Usage",
-}
-
-
-def choose_split(
-    available: Iterable[str], requested: str = "auto", notes: Mapping[str, str] = SPLIT_NOTES
-) -> tuple[str, str]:
-    """(split, note): `auto` takes test, else validation, else train, and the note says which and why."""
-    available = set(available)
-    if requested == "auto":
-        for split in ("test", "validation", "train"):
-            if split in available:
-                return split, notes[split]
-        raise ValueError("the data has no rows in any split")
-    if requested not in available:
-        raise ValueError(f"split {requested!r} not in the data (it has: {', '.join(sorted(available))})")
-    return requested, notes[requested] if requested == "test" else f"{requested} split, as requested"
 
 
 def load_predictor(model_path: Path | str, batch_size: int = 256) -> Predictor:
@@ -62,11 +38,6 @@ def load_predictor(model_path: Path | str, batch_size: int = 256) -> Predictor:
         return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
 
     return predict
-
-
-def predict_probabilities(model_path: Path | str, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, 7) of uint8 faces (N, 48, 48) from a saved model (.keras or .onnx)."""
-    return load_predictor(model_path, batch_size)(faces)
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:

@@ -138,6 +138,17 @@ def model_file(model_dir: Path | str) -> Path:
     )
 
 
+def bentoml_store_path(name: str) -> Path | None:
+    """The folder of `name:latest` in the BentoML model store ($BENTOML_HOME), or None when absent."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return Path(bentoml.models.get(f"{name}:latest").path)
+    except NotFound:
+        return None
+
+
 def locate_model(
     model: Path | str | None = None, model_dir: Path | str = "models", bentoml_model: str | None = None
 ) -> tuple[Path, str]:
@@ -148,8 +159,6 @@ def locate_model(
     if os.environ.get(MODEL_DIR_ENV):
         return Path(os.environ[MODEL_DIR_ENV]), MODEL_DIR_ENV
     if bentoml_model:
-        from emotune.registry import bentoml_store_path
-
         stored = bentoml_store_path(bentoml_model)
         if stored is not None:
             return stored, f"bentoml:{bentoml_model}"

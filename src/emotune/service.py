@@ -6,7 +6,7 @@ POST /recommend  {"mood": "sad" | {emotion: p} | [7 probabilities], "k", "strate
 GET  /health     model, detector and music status;  GET /model_card: the model card (JSON)
 GET  /readyz /livez /metrics /docs (OpenAPI) come from BentoML.
 
-Settings: conf/serve (+ EMOTUNE_* environment variables, see analyze_commands.ENV_SETTINGS). The model comes
+Settings: conf/serve (+ EMOTUNE_* environment variables, see serving.ENV_SETTINGS). The model comes
 from the BentoML store entry `serve.bentoml_model` when it exists (it is then packed by `bentoml build`),
 else from models/. Bad input gets a 4xx JSON {"error": ...} and the server carries on.
 """
@@ -27,10 +27,16 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse
 
-from emotune.analyze_commands import analysis_json, freeze_loaded_objects, load_recommender, serve_settings
 from emotune.http_guard import RequestGuard
-from emotune.recognizer import MODEL_DIR_ENV, EmotionRecognizer, as_crops, check_model, locate_model
-from emotune.registry import bentoml_store_path
+from emotune.recognizer import (
+    MODEL_DIR_ENV,
+    EmotionRecognizer,
+    as_crops,
+    bentoml_store_path,
+    check_model,
+    locate_model,
+)
+from emotune.serving import analysis_json, freeze_loaded_objects, load_recommender, serve_settings
 from emotune.ui import page_app
 from emotune.vision import ImageError, decode_image
 

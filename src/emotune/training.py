@@ -433,7 +433,7 @@ def train_stage(
     """
     from emotune import datasets, tracking
     from emotune.data import load_prepared
-    from emotune.data.holdout import validation_faces
+    from emotune.data.splits import validation_faces
     from emotune.model import build_model
     from emotune.resume import code_fingerprint, run_definition
 

@@ -151,8 +151,8 @@ class Engine:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, model: str | None = None) -> Engine:
-        from emotune.analyze_commands import load_recommender
         from emotune.recognizer import EmotionRecognizer
+        from emotune.serving import load_recommender
 
         recommender, status = load_recommender(cfg)
         recognizer = EmotionRecognizer.from_config(cfg.serve, model, "--model" if model else None)
@@ -685,7 +685,7 @@ def mount_options(cfg: DictConfig) -> dict[str, Any]:
 def page_app(cfg: DictConfig | None = None, engine: Callable[[], Any] | None = None) -> FastAPI:
     """A FastAPI app serving the page at its root: the service mounts it at /ui, `emotune ui` serves it."""
     if cfg is None:
-        from emotune.analyze_commands import serve_settings
+        from emotune.serving import serve_settings
 
         cfg = serve_settings()
     blocks = build_page(engine or current_service, cfg)

@@ -15,7 +15,7 @@ def _ui(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    from emotune.analyze_commands import freeze_loaded_objects, serve_settings
+    from emotune.serving import freeze_loaded_objects, serve_settings
     from emotune.ui import Engine, page_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -22,7 +22,7 @@ def format_counts(counts: dict[str, dict[str, int]]) -> str:
 
 def _validate(args: Any) -> int:
     from emotune.data.fer2013 import SPLITS, DataValidationError, load
-    from emotune.evaluation import SPLIT_NOTES
+    from emotune.data.splits import SPLIT_NOTES
 
     try:
         data = load(args.path, progress=not args.quiet)

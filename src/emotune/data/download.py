@@ -108,18 +108,17 @@ def download(
 def install_image_folder(folder: Path, dest: Path) -> Path:
     """Validate FER2013 image folders (`<split>/<class>/*.png`) and copy them to dest, replacing what was
     there only once the copy is complete."""
-    from emotune.data.fer2013 import load_image_folder
-
     # The prepare stage's two-rename swap: a failure never leaves the old folder deleted and the new one
     # missing. (It belongs in emotune.atomic; prepare.py is a DVC dependency: it moves at its next change.)
-    from emotune.data.prepare import _replace_dir
+    from emotune.atomic import replace_dir
+    from emotune.data.fer2013 import load_image_folder
 
     load_image_folder(folder, progress=False)  # raises DataValidationError before anything is written
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # there only when the copy failed
     return dest

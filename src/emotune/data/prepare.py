@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import zipfile
@@ -23,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from emotune.atomic import replace_dir
 from emotune.data.fer2013 import SPLITS, Fer2013, load, sha256_of
-from emotune.evaluation import choose_split
+from emotune.data.splits import choose_split
 from emotune.labels import EMOTIONS
 from emotune.preprocess import FACE_SIZE
 
@@ -111,15 +111,6 @@ def plot_distribution(report: dict[str, Any], path: Path | str) -> None:
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put `new` at `target`, replacing what was there with two renames (never a half-written target)."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare(
     raw_path: Path | str,
     out_dir: Path | str,
@@ -161,12 +152,23 @@ def prepare(
             save_npz(tmp / f"{split}.npz", x=x, y=y)
         (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
         plot_distribution(report, tmp / PLOT)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("prepared %d faces from %s into %s: %s", report["rows"], raw_path, out_dir, _summary(report))
     return report
+
+
+def prepare_stage(cfg: Any) -> dict[str, Any]:
+    """The DVC `prepare` stage: data.raw_path -> paths.prepared, as data.synthetic and data.image_size say.
+    Returns the data report."""
+    return prepare(
+        cfg.data.raw_path,
+        cfg.paths.prepared,
+        synthetic=bool(cfg.data.synthetic),
+        image_size=int(cfg.data.image_size),
+    )
 
 
 def _summary(report: dict[str, Any]) -> str:

@@ -140,7 +140,7 @@ def is_spotify_id(value: str) -> bool:
     return bool(_SPOTIFY_ID.match(value or ""))
 
 
-def _lines(rows: Iterable[int]) -> str:
+def line_numbers(rows: Iterable[int]) -> str:
     """0-based data rows -> 'lines 3, 7 (and 2 more)' (line 1 is the header)."""
     rows = list(rows)
     shown = ", ".join(str(r + 2) for r in rows[:_MAX_LISTED])
@@ -148,7 +148,7 @@ def _lines(rows: Iterable[int]) -> str:
     return f"line{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def _read_csv(path: Path, what: str, fix: str, **kwargs) -> pd.DataFrame:
+def read_table_csv(path: Path, what: str, fix: str, **kwargs) -> pd.DataFrame:
     if not path.is_file():
         raise CatalogError(f"{path}: {what} not found. {fix}")
     try:
@@ -164,20 +164,20 @@ def _read_csv(path: Path, what: str, fix: str, **kwargs) -> pd.DataFrame:
     return frame
 
 
-def _numeric(frame: pd.DataFrame, column: str, source: str, path: Path, required: bool) -> pd.Series:
+def numeric_column(frame: pd.DataFrame, column: str, source: str, path: Path, required: bool) -> pd.Series:
     """The column as floats; errors name the lines with text, blanks (if required) or out-of-range values."""
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce").astype("float64")
     bad = np.flatnonzero(values.isna().to_numpy() & raw.notna().to_numpy())
     if bad.size:
         raise CatalogError(
-            f"{path}: column {source!r} ({column}) has values that are not numbers on {_lines(bad)} "
+            f"{path}: column {source!r} ({column}) has values that are not numbers on {line_numbers(bad)} "
             f"(e.g. {raw.iloc[bad[0]]!r}); fix those rows or map another column in music.catalog_columns"
         )
     missing = np.flatnonzero(values.isna().to_numpy())
     if required and missing.size:
         raise CatalogError(
-            f"{path}: column {source!r} ({column}) is empty on {_lines(missing)}; fill or drop them"
+            f"{path}: column {source!r} ({column}) is empty on {line_numbers(missing)}; fill or drop them"
         )
     low, high = _RANGES.get(column, (None, None))
     outside = np.zeros(len(values), dtype=bool)
@@ -189,7 +189,7 @@ def _numeric(frame: pd.DataFrame, column: str, source: str, path: Path, required
     if bad.size:
         span = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise CatalogError(
-            f"{path}: column {source!r} ({column}) must be in {span}; {_lines(bad)} "
+            f"{path}: column {source!r} ({column}) must be in {span}; {line_numbers(bad)} "
             f"(e.g. {values.iloc[bad[0]]:g}) are outside"
         )
     return values
@@ -199,7 +199,7 @@ def _strings(series: pd.Series) -> pd.Series:
     return series.fillna("").astype(str).str.strip()
 
 
-def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+def track_table(frame: pd.DataFrame) -> pd.DataFrame:
     """All TRACK_COLUMNS present, in order, with their types."""
     for column in TRACK_COLUMNS:
         if column not in frame:
@@ -237,7 +237,7 @@ def load_feature_catalog(path: Path | str, columns: Mapping[str, str] | None = N
             f"music.catalog_columns has unknown keys {unknown}; "
             f"allowed: {', '.join(CATALOG_REQUIRED + CATALOG_OPTIONAL)}"
         )
-    header = _read_csv(
+    header = read_table_csv(
         path, "feature catalogue", "Set music.catalog_path (or `dvc pull` the data/).", nrows=1
     )
     present = set(header.columns)
@@ -252,12 +252,12 @@ def load_feature_catalog(path: Path | str, columns: Mapping[str, str] | None = N
         if name not in present:
             raise CatalogError(f"{path}: music.catalog_columns.{key}={name!r} is not a column of this file")
     used = {key: name for key, name in source.items() if name in present}
-    raw = _read_csv(path, "feature catalogue", "", usecols=sorted(set(used.values())))
+    raw = read_table_csv(path, "feature catalogue", "", usecols=sorted(set(used.values())))
 
     frame = pd.DataFrame(index=raw.index)
     for key, name in used.items():
         if key in _RANGES:
-            frame[key] = _numeric(raw, name, name, path, required=key in CATALOG_REQUIRED)
+            frame[key] = numeric_column(raw, name, name, path, required=key in CATALOG_REQUIRED)
         else:
             frame[key] = _strings(raw[name])
     if "popularity" in frame and frame["popularity"].max() > 1.0:
@@ -270,7 +270,7 @@ def load_feature_catalog(path: Path | str, columns: Mapping[str, str] | None = N
     frame["id"] = [i or track_id(a, n) for i, a, n in zip(ids, frame["artist"], frame["name"], strict=True)]
     frame["spotify_id"] = [i if is_spotify_id(i) else "" for i in frame["id"]]
     frame["source"] = "catalog"
-    return _dedupe(_finish(frame), path)
+    return _dedupe(track_table(frame), path)
 
 
 def _dedupe(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -291,7 +291,7 @@ def _dedupe(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
     """One `Name,Album,Artist[,spotify_id][,path]` file (a leading unnamed index column is ignored)."""
     path = Path(path)
-    raw = _read_csv(path, "playlist file", "", dtype=str, keep_default_na=False)
+    raw = read_table_csv(path, "playlist file", "", dtype=str, keep_default_na=False)
     columns = {str(c).strip().lower(): c for c in raw.columns}
     for required in ("name", "artist"):
         if required not in columns:
@@ -310,7 +310,7 @@ def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
     blank = np.flatnonzero(((frame["name"] == "") | (frame["artist"] == "")).to_numpy())
     if blank.size:
         raise CatalogError(
-            f"{path}: Name or Artist is empty on {_lines(blank)}; fill them or delete those rows"
+            f"{path}: Name or Artist is empty on {line_numbers(blank)}; fill them or delete those rows"
         )
 
     id_column = next((columns[c] for c in _PLAYLIST_ID_COLUMNS if c in columns), None)
@@ -319,7 +319,7 @@ def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
         try:
             spotify.append(parse_spotify_track(value))
         except ValueError as exc:
-            raise CatalogError(f"{path}: column {id_column!r}, {_lines([row])}: {exc}") from None
+            raise CatalogError(f"{path}: column {id_column!r}, {line_numbers([row])}: {exc}") from None
     frame["spotify_id"] = spotify
 
     paths = []
@@ -329,7 +329,7 @@ def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
             audio = (path.parent / value).expanduser().resolve()
             if not audio.is_file():
                 raise CatalogError(
-                    f"{path}: column 'path', {_lines([row])}: audio file {value!r} not found "
+                    f"{path}: column 'path', {line_numbers([row])}: audio file {value!r} not found "
                     f"(relative paths are relative to {path.parent})"
                 )
             value = str(audio)
@@ -342,10 +342,12 @@ def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
     ]
     repeated = np.flatnonzero(frame["id"].duplicated().to_numpy())
     if repeated.size:
-        raise CatalogError(f"{path}: the same song is listed twice ({_lines(repeated)}); delete the repeats")
+        raise CatalogError(
+            f"{path}: the same song is listed twice ({line_numbers(repeated)}); delete the repeats"
+        )
     frame["source"] = "playlist"
     frame["emotion"] = emotion
-    return _finish(frame)
+    return track_table(frame)
 
 
 def load_playlists(directory: Path | str | None = None) -> pd.DataFrame:

@@ -22,13 +22,13 @@ import pandas as pd
 
 from emotune.music.catalog import (
     CatalogError,
-    _finish,
-    _lines,
-    _numeric,
-    _read_csv,
     canonical_emotion,
+    line_numbers,
+    numeric_column,
+    read_table_csv,
     song_key,
     song_keys,
+    track_table,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def read_sidecar(directory: Path) -> dict[str, tuple[float, float] | str]:
     file = Path(directory) / SIDECAR_NAME
     if not file.is_file():
         return {}
-    raw = _read_csv(file, "library sidecar", "", dtype=str, keep_default_na=False)
+    raw = read_table_csv(file, "library sidecar", "", dtype=str, keep_default_na=False)
     columns = {str(c).strip().lower(): c for c in raw.columns}
     has_point = "valence" in columns and "energy" in columns
     if "path" not in columns or not ("emotion" in columns or has_point):
@@ -150,7 +150,7 @@ def read_sidecar(directory: Path) -> dict[str, tuple[float, float] | str]:
     frame = raw.rename(columns={v: k for k, v in columns.items()})
     if has_point:
         for column in ("valence", "energy"):
-            frame[column] = _numeric(frame.replace("", np.nan), column, column, file, required=False)
+            frame[column] = numeric_column(frame.replace("", np.nan), column, column, file, required=False)
     placed: dict[str, tuple[float, float] | str] = {}
     for row, record in frame.iterrows():
         key = str((Path(directory) / record["path"].strip()).resolve())
@@ -161,11 +161,13 @@ def read_sidecar(directory: Path) -> dict[str, tuple[float, float] | str]:
                 placed[key] = canonical_emotion(record["emotion"])
             except ValueError:
                 raise CatalogError(
-                    f"{file}: {_lines([int(row)])}: emotion {record['emotion']!r} is not one of "
+                    f"{file}: {line_numbers([int(row)])}: emotion {record['emotion']!r} is not one of "
                     f"{', '.join(EMOTIONS)}"
                 ) from None
         else:
-            raise CatalogError(f"{file}: {_lines([int(row)])}: give an emotion or both valence and energy")
+            raise CatalogError(
+                f"{file}: {line_numbers([int(row)])}: give an emotion or both valence and energy"
+            )
     return placed
 
 
@@ -228,4 +230,4 @@ def place_library(
             len(placed["unplaced"]),
             SIDECAR_NAME,
         )
-    return pool, _finish(pd.DataFrame(new_rows)), placed
+    return pool, track_table(pd.DataFrame(new_rows)), placed

@@ -256,7 +256,7 @@ class Recommender:
         **options: Any,
     ) -> Recommender:
         """Load the catalogue (or the playlist files when there is none) and the local library, once."""
-        from emotune.music.catalog import _finish
+        from emotune.music.catalog import track_table
         from emotune.music.library import place_library, read_sidecar, scan_library
 
         start = time.perf_counter()
@@ -272,7 +272,7 @@ class Recommender:
             pool, extra, placed = place_library(
                 scan_library(directory), pool, read_sidecar(directory), targets
             )
-            pool = _finish(pd.concat([pool, extra], ignore_index=True)) if len(extra) else pool
+            pool = track_table(pd.concat([pool, extra], ignore_index=True)) if len(extra) else pool
         recommender = cls(pool, mode=mode, library=placed, **options)
         log.info("music index: %d tracks (%s) in %.2fs", len(pool), mode, time.perf_counter() - start)
         return recommender

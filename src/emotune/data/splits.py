@@ -1,4 +1,6 @@
-"""Which faces validate a training run: the prepared validation split, or a held-out share of Training.
+"""The split policy: which faces validate a training run, and which split the evaluation reports.
+
+A run validates on the prepared validation split, or on a held-out share of Training.
 
 Validation chooses things (the checkpointed epoch, early stopping, promote's champion), so a split that
 validated cannot also give an unbiased accuracy. The development data has no PrivateTest rows; validating on
@@ -12,11 +14,13 @@ and `fingerprint` lets promote compare only runs that validated on the same face
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from emotune.data.fer2013 import USAGE_TO_SPLIT
 
 DEFAULT_FRACTION = 0.1  # `auto` on data without a test split: ~2,900 FER2013 faces, ~0.9 points of noise
 
@@ -108,3 +112,41 @@ def held_out_split(splits: Mapping[str, tuple[np.ndarray, np.ndarray]], validati
     if validation.source == "holdout" and "validation" in splits:
         return "validation"
     return None
+
+
+SPLIT_NOTES = {
+    "test": "test split (FER2013 PrivateTest rows): held out from training and from choosing the best epoch",
+    "validation": (
+        "no test split in the data (no PrivateTest rows), so this is the validation split (PublicTest), "
+        "which also chose the best epoch: an optimistic estimate"
+    ),
+    "train": "no test or validation rows, so this is the TRAINING split: not a generalisation estimate",
+    "all": "every row of the data, whatever its Usage",
+}
+
+
+def choose_split(
+    available: Iterable[str], requested: str = "auto", notes: Mapping[str, str] = SPLIT_NOTES
+) -> tuple[str, str]:
+    """(split, note): `auto` takes test, else validation, else train, and the note says which and why."""
+    available = set(available)
+    if requested == "auto":
+        for split in ("test", "validation", "train"):
+            if split in available:
+                return split, notes[split]
+        raise ValueError("the data has no rows in any split")
+    if requested not in available:
+        raise ValueError(f"split {requested!r} not in the data (it has: {', '.join(sorted(available))})")
+    return requested, notes[requested] if requested == "test" else f"{requested} split, as requested"
+
+
+VALIDATION_SOURCES = {
+    "holdout": "training rows held out by train.validation_holdout",
+    "validation": "the validation split",
+}
+
+
+def split_label(split: str | None) -> str:
+    """`validation` -> `validation split, FER2013 PublicTest rows`: the Usage names readers know."""
+    usage = {s: u for u, s in USAGE_TO_SPLIT.items()}.get(split or "")
+    return f"{split} split, FER2013 {usage} rows" if usage else "held-out split"

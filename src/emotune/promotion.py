@@ -1,0 +1,296 @@
+"""Choosing and shipping the model: MLflow run -> Model Registry (`champion`) -> models/ -> BentoML store.
+
+`promote_stage(cfg)` is the DVC `promote` stage:
+1. the best FINISHED run of the experiment by `promote.metric` (a validation metric; test metrics are refused:
+   choosing on the test split would make its numbers meaningless);
+2. its logged Keras model is registered as `tracking.registered_model` and the alias `champion` moved to it;
+3. the model is exported (emotune.export: ONNX in `promote.onnx_precision`) and its validation accuracy is
+   measured against the float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop`
+   points. With `promote.flip_tta` the exported graph averages each face with its mirror image
+   (emotune.tta), and both sides of that check include it;
+4. models/ gets emotune.onnx (+ model.keras when small), model_card.json and MODEL_CARD.md, written in a
+   temporary folder and moved in file by file (card last), and the serving files are logged to the run;
+5. the folder is imported into the BentoML model store as `promote.bentoml_model` (`bentoml build` packs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotune import tracking
+from emotune.atomic import sha256_file
+from emotune.data import load_prepared
+from emotune.data.splits import held_out_split, validation_faces
+from emotune.export import enforce_export_check, export_accuracy, export_serving_files
+from emotune.model_card import CARD_MD, SERVING_FILES, build_card, write_card
+from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE
+from emotune.tta import with_flip_average
+
+# --- the best run -------------------------------------------------------------------------------------
+
+
+def check_metric(metric: str) -> None:
+    if "test" in metric.lower():
+        raise ValueError(
+            f"promote.metric={metric!r}: the model is chosen on validation metrics; a test metric would leak "
+            "the held-out split into the choice (use best_val_accuracy)"
+        )
+
+
+def best_run(
+    client: Any, experiment: str, metric: str, mode: str = "max", validation_set: str | None = None
+) -> Any:
+    """The FINISHED run of `experiment` with the best `metric` (runs without it are ignored).
+
+    With `validation_set` (a fingerprint from emotune.data.splits), only runs that validated on those same
+    faces compete: accuracies on different faces do not rank models.
+    """
+    check_metric(metric)
+    if mode not in ("max", "min"):
+        raise ValueError(f"promote.mode={mode!r}: expected max or min")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"MLflow experiment {experiment!r} not found: run the train stage first")
+    filters = ["attributes.status = 'FINISHED'"]
+    if validation_set:
+        filters.append(f"tags.validation_set = '{validation_set}'")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=" AND ".join(filters),
+        order_by=[f"metrics.`{metric}` {'DESC' if mode == 'max' else 'ASC'}", "attributes.start_time DESC"],
+        max_results=1000,
+    )
+    runs = [r for r in runs if metric in r.data.metrics and np.isfinite(r.data.metrics[metric])]
+    if not runs:
+        which = f" validated on faces {validation_set}" if validation_set else ""
+        raise LookupError(
+            f"no finished run{which} of experiment {experiment!r} has the metric {metric!r} "
+            "(runs record their validation faces since train.validation_holdout: train one)"
+        )
+    return runs[0]
+
+
+def logged_model_id(run: Any) -> str:
+    """The id of the Keras model the train stage logged to `run` (mlflow.keras.log_model)."""
+    import mlflow
+
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        output_format="list",
+    )
+    if not models:
+        raise LookupError(
+            f"MLflow run {run.info.run_id} has no logged model: was it made by the train stage?"
+        )
+    return models[0].model_id
+
+
+def load_run_model(run: Any, model_id: str, train_out: Path) -> Any:
+    """The run's Keras model: the train stage's file when it belongs to this run, else from MLflow."""
+    import keras
+
+    run_json = train_out / "run.json"
+    local = train_out / KERAS_FILE
+    if (
+        run_json.is_file()
+        and local.is_file()
+        and json.loads(run_json.read_text()).get("run_id") == run.info.run_id
+    ):
+        return keras.models.load_model(local, compile=False)
+    import mlflow
+
+    return mlflow.keras.load_model(f"models:/{model_id}")
+
+
+def publish(staging: Path, models_dir: Path | str) -> Path:
+    """Move the staged serving files into models/ one by one (os.replace: each file appears whole), the card
+    last so that a card always describes files that are already in place; drop serving files not staged."""
+    models = Path(models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    staged = [f for f in SERVING_FILES if (staging / f).is_file()]
+    for fname in sorted(staged, key=lambda f: f in (CARD_FILE, CARD_MD)):
+        os.replace(staging / fname, models / fname)
+    for fname in SERVING_FILES:
+        if fname not in staged:
+            (models / fname).unlink(missing_ok=True)
+    return models
+
+
+# --- registry and BentoML --------------------------------------------------------------------------
+
+
+def register(client: Any, name: str, run: Any, model_id: str, alias: str) -> Any:
+    """Register the run's logged model as `name` (once per run) and point `alias` at that version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run.info.run_id]
+    version = existing[0] if existing else mlflow.register_model(f"models:/{model_id}", name)
+    client.set_registered_model_alias(name, alias, version.version)
+    return client.get_model_version(name, version.version)
+
+
+def import_to_bentoml(models_dir: Path | str, name: str, card: Mapping[str, Any]) -> str:
+    """Copy the serving files into a new version of `name` in the BentoML model store; returns its tag."""
+    import bentoml
+
+    models = Path(models_dir)
+    metadata = {
+        "labels": list(card["labels"]),
+        "run_id": str(card["mlflow"].get("run_id")),
+        "registered_model": str(card["mlflow"].get("registered_model")),
+        "registry_version": str(card["mlflow"].get("version")),
+        "onnx_precision": str(card["model"]["onnx_precision"]),
+        "onnx_sha256": str(card["files"][ONNX_FILE]["sha256"]),
+    }
+    with bentoml.models.create(name=name, metadata=metadata, labels={"stage": "champion"}) as stored:
+        for fname in SERVING_FILES:
+            if (models / fname).is_file():
+                shutil.copy2(models / fname, stored.path_of(fname))
+    return str(stored.tag)
+
+
+def reproduce_command(cfg: Any, run: Any) -> str:
+    """The command for the card: at the commit promote runs at (it holds the export settings as well as the
+    training code, which DVC would have retrained on had it changed since the run), else the run's commit."""
+    tags = run.data.tags
+    if tags.get("reproduce"):
+        return str(tags["reproduce"])
+    command = str(cfg.promote.get("reproduce") or "dvc exp run")
+    commit = tracking.git_commit()
+    if commit == "unknown":
+        commit = tags.get("git_commit")
+    if commit and commit != "unknown":
+        return f"git checkout {commit} && {command}"
+    return command
+
+
+def promote_stage(
+    cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool = True
+) -> dict[str, Any]:
+    """The `promote` stage (see the module docstring). Returns the model card."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    pcfg = cfg.promote
+    precision = str(pcfg.onnx_precision)
+    flip_tta = bool(pcfg.get("flip_tta", False))
+    models = Path(models_dir or cfg.paths.models)
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
+    client = MlflowClient()
+
+    splits = load_prepared(cfg.paths.prepared)
+    validation = validation_faces(splits, cfg.train.get("validation_holdout"), int(cfg.seed))
+    validation_set = validation.describe()["fingerprint"]
+    trained = tracking.read_run_json(Path(cfg.paths.train_out) / "run.json").get("validation", {})
+    if trained.get("fingerprint") not in (None, validation_set):
+        raise ValueError(
+            f"the train stage validated on other faces ({trained['fingerprint']}) than seed and "
+            f"train.validation_holdout pick now ({validation_set}): rerun the train stage (dvc repro)"
+        )
+    run = best_run(
+        client,
+        str(cfg.tracking.experiment),
+        str(pcfg.metric),
+        str(pcfg.get("mode", "max")),
+        validation_set=validation_set,
+    )
+    model_id = logged_model_id(run)
+    print(f"promote: run {run.info.run_id} has the best {pcfg.metric} = {run.data.metrics[pcfg.metric]:.4f}")
+    model = load_run_model(run, model_id, Path(cfg.paths.train_out))
+    if flip_tta:
+        model = with_flip_average(model)
+        print("promote: the exported model averages each face with its mirror image (promote.flip_tta)")
+
+    held_out = held_out_split(splits, validation)
+    models.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".promote-", dir=models.parent) as tmp:
+        staging = Path(tmp)
+        calibration = None
+        if precision == "int8":  # a seeded sample of the faces the run fitted on sets the activation ranges
+            fit_faces = splits["train"][0][validation.fit_rows]  # never the faces the export is checked on
+            pick = np.random.default_rng(int(cfg.seed)).permutation(len(fit_faces))
+            calibration = fit_faces[np.sort(pick[: int(pcfg.get("calibration_faces", 512))])]
+        files = export_serving_files(
+            model, staging, precision, float(pcfg.get("keep_keras_max_mb", 25)), calibration
+        )
+        reference = files.pop("reference")
+        check = export_accuracy(reference, files[ONNX_FILE], validation.x, validation.y)
+        print(
+            f"promote: validation accuracy ({validation.source}) float32 {check['accuracy_float32']:.4f}, "
+            f"{precision} {check['accuracy_exported']:.4f} ({check['accuracy_drop_points']:+.2f} points); "
+            f"{ONNX_FILE} {files[ONNX_FILE].stat().st_size / 1e6:.1f} MB"
+        )
+        max_drop = float(pcfg.get("max_accuracy_drop", 0.5))
+        enforce_export_check(check, max_drop, precision)
+        if held_out:  # reported on the card, after every choice is made; it decides nothing
+            check["held_out"] = {
+                "split": held_out,
+                **export_accuracy(reference, files[ONNX_FILE], *splits[held_out]),
+            }
+            print(
+                f"promote: {held_out} split (held out) accuracy of {ONNX_FILE}: "
+                f"{check['held_out']['accuracy_exported']:.4f}"
+            )
+        size_mb, bundle_mb = files[ONNX_FILE].stat().st_size / 1e6, float(pcfg.get("bundle_max_mb", 25))
+        if size_mb > bundle_mb:
+            # A warning, not a failure: experiments may be big; the model committed to models/ should not be.
+            print(
+                f"promote: WARNING {ONNX_FILE} is {size_mb:.1f} MB, over promote.bundle_max_mb={bundle_mb:g} "
+                "for the bundled model: use promote.onnx_precision=int8 or a narrower model (model.width)"
+            )
+
+        name, alias = str(cfg.tracking.registered_model), str(pcfg.alias)
+        version = register(client, name, run, model_id, alias)
+        onnx_sha = sha256_file(files[ONNX_FILE])
+        client.set_model_version_tag(name, version.version, "onnx_sha256", onnx_sha)
+        client.set_model_version_tag(name, version.version, "onnx_precision", precision)
+        client.set_model_version_tag(
+            name, version.version, "serving_files", f"runs:/{run.info.run_id}/serving"
+        )
+        registry_info = {"registered_model": name, "version": int(version.version), "alias": alias}
+        print(f"promote: registered {name} version {version.version} as @{alias}")
+
+        card = build_card(
+            name=name,
+            precision=precision,
+            files=files,
+            run=run,
+            registry=registry_info,
+            export_check={
+                "split": validation.source,
+                "validation_set": validation_set,
+                **check,
+                "max_accuracy_drop": max_drop,
+            },
+            reproduce=reproduce_command(cfg, run),
+            model_info={
+                "parameters": int(model.count_params()),
+                "logged_model_id": model_id,
+                "flip_tta": flip_tta,
+            },
+        )
+        files.update(write_card(card, staging))
+        for path in files.values():
+            client.log_artifact(run.info.run_id, str(path), artifact_path="serving")
+        publish(staging, models)
+
+    if bentoml_store:
+        tag = import_to_bentoml(models, str(pcfg.bentoml_model), card)
+        print(f"promote: imported into the BentoML model store as {tag}")
+    return card

@@ -1,0 +1,74 @@
+"""What the BentoML service, the page and `emotune analyze` share: the serve settings (conf/serve plus
+EMOTUNE_* environment variables), the music recommender, the JSON of one analysis, and the server's last
+step before it takes requests."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# Environment variable -> serve setting: how a container or `emotune serve` changes them without conf/ edits.
+ENV_SETTINGS: dict[str, tuple[str, type]] = {
+    "EMOTUNE_HOST": ("host", str),
+    "EMOTUNE_PORT": ("port", int),
+    "EMOTUNE_WORKERS": ("workers", int),
+    "EMOTUNE_THREADS": ("threads", int),
+    "EMOTUNE_INTRA_OP_THREADS": ("intra_op_threads", int),
+}
+
+
+def freeze_loaded_objects() -> None:
+    """For a server, once everything is loaded: hide its ~300k objects (libraries, model, music) from the
+    garbage collector. Each full collection walked all of them, a ~200 ms pause about every 30 s under load
+    that every request in flight waited out (docs/benchmarks.md). Frozen objects are never freed, so what is
+    already garbage is collected first."""
+    gc.collect()
+    gc.freeze()
+
+
+def serve_settings(overrides: Sequence[str] = ()) -> DictConfig:
+    """The composed configuration: conf/ + $EMOTUNE_OVERRIDES (space-separated Hydra overrides, e.g.
+    "serve.max_image_bytes=2000000 music.k=5") + `overrides`, then the EMOTUNE_* variables on `serve`."""
+    from emotune.config import compose
+
+    cfg = compose([*os.environ.get("EMOTUNE_OVERRIDES", "").split(), *overrides])
+    for env, (key, kind) in ENV_SETTINGS.items():
+        if os.environ.get(env):
+            try:
+                cfg.serve[key] = kind(os.environ[env])
+            except ValueError as err:
+                raise ValueError(f"{env}={os.environ[env]!r}: expected {kind.__name__}") from err
+    return cfg
+
+
+def load_recommender(cfg: DictConfig) -> tuple[Any | None, str]:
+    """(Recommender, "ok") from cfg.music, or (None, why not): the emotion service works without music."""
+    try:
+        from emotune.music import Recommender
+    except ImportError as err:
+        return None, f"unavailable: {err}"
+    try:
+        return Recommender.from_config(cfg), "ok"
+    except Exception as err:  # a broken catalogue must not take face analysis down with it
+        log.exception("music recommender failed to load")
+        return None, f"error: {err}"
+
+
+def analysis_json(
+    analysis: Any, recommender: Any | None = None, k: int | None = None, strategy: str | None = None
+) -> dict[str, Any]:
+    """The answer of POST /analyze and `emotune analyze`: faces, the dominant emotion and, when music is
+    available, recommendations for the frame's mood (an empty list when there is no face)."""
+    out = analysis.to_dict()
+    if recommender is not None:
+        probs = analysis.probabilities
+        tracks = [] if probs is None else recommender.recommend(probs, strategy=strategy, k=k)
+        out["recommendations"] = [t.to_dict() for t in tracks]
+    return out
