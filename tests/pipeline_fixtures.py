@@ -67,6 +67,13 @@ def copy_working_tree(src: Path, dest: Path) -> None:
         shutil.copy2(src / name, target)
 
 
+def synthesize_command(root: Path) -> list[str]:
+    """The command that writes the synthetic faces and FER+ votes where the copy's params.yaml reads them."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    raw_path, votes = params["data"]["raw_path"], params["train"]["ferplus_path"]
+    return ["emotune", "data", "synthesize", "--out", raw_path, "--votes", votes, "--rows", str(SMOKE_ROWS)]
+
+
 @pytest.fixture(scope="session")
 def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
     root = tmp_path_factory.mktemp("smoke") / "repo"
@@ -96,8 +103,7 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
     pipeline.run("git", "init", "-q")
     pipeline.run("git", "add", "-A")
     pipeline.run("git", "commit", "-q", "-m", "smoke pipeline copy")
-    raw_path = yaml.safe_load((root / "params.yaml").read_text())["data"]["raw_path"]
-    pipeline.run("emotune", "data", "synthesize", "--out", raw_path, "--rows", str(SMOKE_ROWS))
+    pipeline.run(*synthesize_command(root))
     pipeline.run("dvc", "repro", "evaluate", timeout=400)
     run_id = json.loads((root / "artifacts/train/run.json").read_text())["run_id"]
     return SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id=run_id)

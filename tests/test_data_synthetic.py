@@ -75,3 +75,25 @@ def test_refuses_unlabelled_names_and_too_few_rows(tmp_path: Path) -> None:
     assert not (tmp_path / "fer2013.csv").exists()
     with pytest.raises(ValueError, match="at least 21 rows"):
         generate(20)
+
+
+def test_synthetic_votes_line_up_with_the_synthetic_training_rows(tmp_path: Path) -> None:
+    """`synthesize --votes`: FER+-format votes, row for row with the faces, that soft labels accept."""
+    from emotune.data.ferplus import load_votes, soft_targets
+    from emotune.data.synthetic import synthesize_votes
+
+    data = load_csv(synthesize(tmp_path / "faces_synthetic.csv", rows=70, seed=4), progress=False)
+    votes_path = synthesize_votes(tmp_path / "ferplus_synthetic.csv", rows=70, seed=4)
+    votes = load_votes(votes_path, usage="Training")
+    labels = data.splits()["train"][1]
+    assert votes.shape == (len(labels), NUM_CLASSES)
+    np.testing.assert_array_equal(votes.sum(axis=1), 10)  # ten annotators, every vote for one of the seven
+    np.testing.assert_array_equal(votes.argmax(axis=1), labels)  # the majority is the face's own label
+    assert (votes.max(axis=1) < 10).any()  # ... and some faces have a dissenting vote
+    targets = soft_targets(labels, votes, 0.5)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    shifted = synthesize_votes(tmp_path / "other_synthetic.csv", rows=70, seed=5)  # another file's order
+    with pytest.raises(ValueError, match="does not line up"):
+        soft_targets(labels, load_votes(shifted, usage="Training"), 0.5)
+    with pytest.raises(ValueError, match="must say so"):
+        synthesize_votes(tmp_path / "votes.csv", rows=70)

@@ -129,6 +129,7 @@ def test_the_train_stage_validates_on_held_out_training_rows_and_records_them(tm
         [
             "experiment=smoke",
             "train.epochs=1",
+            "train.soft_labels=none",  # no FER+ votes beside these synthetic faces
             "train.validation_holdout=0.25",  # the synthetic data has a test split: ask explicitly
             f"paths.prepared={tmp_path / 'prepared'}",
             f"paths.train_out={tmp_path / 'train'}",

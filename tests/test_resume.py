@@ -14,7 +14,6 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-import yaml
 
 from emotune.config import REPO_ROOT, compose
 from emotune.resume import (
@@ -25,7 +24,7 @@ from emotune.resume import (
     run_definition,
     run_key,
 )
-from tests.pipeline_fixtures import SMOKE_ROWS, VENV_BIN, copy_working_tree
+from tests.pipeline_fixtures import VENV_BIN, copy_working_tree, synthesize_command
 
 EPOCHS = 5
 
@@ -190,8 +189,7 @@ def test_a_killed_train_stage_resumes_where_it_stopped(tmp_path):
     run(root, "git", "init", "-q")
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-q", "-m", "copy")
-    raw_path = yaml.safe_load((root / "params.yaml").read_text())["data"]["raw_path"]
-    run(root, "emotune", "data", "synthesize", "--out", raw_path, "--rows", str(SMOKE_ROWS))
+    run(root, *synthesize_command(root))
 
     # The reference: one uninterrupted run. A finished run leaves no backup behind.
     run(root, "dvc", "repro", "train")

@@ -40,14 +40,17 @@ def _validate(args: Any) -> int:
 
 
 def _synthesize(args: Any) -> int:
-    from emotune.data.synthetic import synthesize
+    from emotune.data.synthetic import synthesize, synthesize_votes
 
     try:
         out = synthesize(args.out, rows=args.rows, seed=args.seed)
+        votes = synthesize_votes(args.votes, rows=args.rows, seed=args.seed) if args.votes else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.rows} SYNTHETIC faces (seed {args.seed}) to {out}")
+    if votes:
+        print(f"wrote their SYNTHETIC FER+ votes to {votes}")
     return 0
 
 
@@ -82,6 +85,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--rows", type=int, default=2100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--votes", default=None, help="also write FER+-format votes for these faces to this CSV")
     p.set_defaults(func=_synthesize)
 
     p = data.add_parser("download", help="fetch FER2013 from Kaggle (needs credentials and internet)")

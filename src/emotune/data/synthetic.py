@@ -19,6 +19,7 @@ import numpy as np
 
 from emotune.atomic import atomic_output
 from emotune.data.fer2013 import COLUMNS, USAGES
+from emotune.data.ferplus import VOTE_COLUMNS
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE
 
@@ -126,9 +127,16 @@ def draw_face(label: int, rng: np.random.Generator) -> np.ndarray:
 def generate(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x uint8 (rows, 48, 48), y uint8 (rows,), usage index (rows,)): balanced classes, every class in each
     split (about 80% Training, 10% PublicTest, 10% PrivateTest), rows in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    y, usage = layout(rows, rng)
+    x = np.stack([draw_face(int(label), rng) for label in y])
+    return x, y, usage
+
+
+def layout(rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, usage indices) of `rows` synthetic faces, in their seeded file order."""
     if rows < MIN_ROWS:
         raise ValueError(f"need at least {MIN_ROWS} rows (every class in each of the 3 splits), got {rows}")
-    rng = np.random.default_rng(seed)
     y = np.arange(rows) % NUM_CLASSES
     usage = np.zeros(rows, np.uint8)
     for label in range(NUM_CLASSES):
@@ -137,9 +145,7 @@ def generate(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
         usage[idx[-2 * n_held : -n_held]] = 1  # PublicTest
         usage[idx[-n_held:]] = 2  # PrivateTest
     order = rng.permutation(rows)
-    y, usage = y[order].astype(np.uint8), usage[order]
-    x = np.stack([draw_face(int(label), rng) for label in y])
-    return x, y, usage
+    return y[order].astype(np.uint8), usage[order]
 
 
 def to_csv_text(x: np.ndarray, y: np.ndarray, usage: np.ndarray) -> str:
@@ -164,4 +170,38 @@ def synthesize(out: Path | str, rows: int, seed: int = 0) -> Path:
         data = gzip.compress(data, mtime=0)
     with atomic_output(out) as tmp:
         tmp.write_bytes(data)
+    return out
+
+
+def synthesize_votes(out: Path | str, rows: int, seed: int = 0) -> Path:
+    """FER+-format annotator votes for the faces `synthesize(rows=rows, seed=seed)` writes, row for row:
+    ten votes per face, seven or more for its label and the rest for one other emotion, so that soft-label
+    training can run on synthetic data. The file name must contain "synthetic"."""
+    out = Path(out)
+    if "synthetic" not in out.name.lower():
+        raise ValueError(f"synthetic votes must say so in their file name, got {out.name}")
+    labels, usage = layout(rows, np.random.default_rng(seed))
+    rng = np.random.default_rng([seed, 1])
+    columns = (
+        "neutral",
+        "happiness",
+        "surprise",
+        "sadness",
+        "anger",
+        "disgust",
+        "fear",
+        "contempt",
+        "unknown",
+        "NF",
+    )
+    lines = [",".join(("Usage", "Image name", *columns))]
+    for row, (label, u) in enumerate(zip(labels, usage, strict=True)):
+        votes = dict.fromkeys(columns, 0)
+        other = (int(label) + int(rng.integers(1, NUM_CLASSES))) % NUM_CLASSES
+        minority = int(rng.integers(0, 4))
+        votes[VOTE_COLUMNS[int(label)]] = 10 - minority
+        votes[VOTE_COLUMNS[other]] += minority
+        lines.append(",".join((USAGES[u], f"fer{row:07d}.png", *(str(votes[c]) for c in columns))))
+    with atomic_output(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return out
