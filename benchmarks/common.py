@@ -61,10 +61,9 @@ class Sizes:
     accuracy_rows: int | None  # PublicTest rows (None: all)
 
 
-SMALL_TRAIN_MODEL = ("experiment=bundled", "model.name=small_cnn", "model.width=0.25", "model.dense_units=32")
+SMALL_TRAIN_MODEL = ("model.name=small_cnn", "model.width=0.25", "model.dense_units=32")
 # The previous bundled recipe as overrides of the current one: three grey channels, the whole face, Adam.
 BUNDLED_V4 = (
-    "experiment=bundled",
     "model.channels=3",
     "model.crop=null",
     "train.optimizer=adam",
@@ -96,7 +95,7 @@ FULL = Sizes(
     repeats=5,
     train_recipes=(
         ("bundled v4: 3 channels, 48x48, Adam", BUNDLED_V4),
-        ("bundled: 1 channel, 44x44 crops, SGD", ("experiment=bundled",)),
+        ("bundled: 1 channel, 44x44 crops, SGD", ()),
     ),
     train_warmup_steps=6,
     train_steps_per_run=8,
