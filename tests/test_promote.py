@@ -26,7 +26,20 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def promoted(smoke_pipeline):
-    smoke_pipeline.run("dvc", "repro", "promote", timeout=400)
+    """`dvc repro promote` in the copy, as a fresh clone with synthetic data runs it (it keeps the bundled
+    model), then again with promote.force=true (it ships the smoke model)."""
+    from emotune.config import REPO_ROOT
+
+    bundled = {p.name: p.read_bytes() for p in (REPO_ROOT / "models").iterdir()}
+    kept = smoke_pipeline.run("dvc", "repro", "promote", timeout=400)
+    assert {p.name: p.read_bytes() for p in smoke_pipeline.path("models").iterdir()} == bundled
+    assert "promote: keeping the model in models: the candidate was trained on other data" in kept.stdout
+    assert "promote.force=true replaces it" in kept.stdout
+    smoke_pipeline.run(
+        "emotune", "config", "compose", "experiment=smoke", "promote.force=true", "--out", "params.yaml"
+    )
+    forced = smoke_pipeline.run("dvc", "repro", "promote", timeout=400)
+    assert "promote: replacing the model in models: promote.force=true" in forced.stdout
     return smoke_pipeline
 
 
@@ -307,3 +320,53 @@ def test_publish_moves_files_in_and_drops_stale_ones(tmp_path):
     assert sorted(p.name for p in models.iterdir()) == ["README.txt", "emotune.onnx", "model_card.json"]
     assert (models / "emotune.onnx").read_text() == "new onnx"
     assert not list(staging.iterdir())
+
+
+def test_a_candidate_replaces_the_shipped_model_only_when_it_scores_better(tmp_path):
+    """Same data, same validation faces: the shipped file is scored again and must be beaten; other data,
+    other faces or an unreadable card keep it; force and an empty folder always take the candidate."""
+    from types import SimpleNamespace
+
+    from serving_helpers import export_tiny_model
+
+    from emotune.data.splits import Validation
+    from emotune.evaluation import load_predictor
+
+    models = export_tiny_model(tmp_path / "models")
+    card = json.loads((models / "model_card.json").read_text())
+    card["data"].update(source_sha256="abc", synthetic="false")
+    card["export_check"]["validation_set"] = "faces-1"
+    card["mlflow"]["run_id"] = "shipped-run"
+    (models / "model_card.json").write_text(json.dumps(card))
+    faces = np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    predicted = load_predictor(models / "emotune.onnx")(faces).argmax(1)
+    labels = predicted.copy()
+    labels[:10] = (labels[:10] + 1) % 7  # the shipped model gets 30 of 40 right
+    validation = Validation(faces, labels, np.arange(0), "holdout", 0.1)
+
+    def verdict(accuracy: float, force: bool = False, folder: Path = models, **tags: str):
+        faces_set = tags.pop("faces", "faces-1")
+        run = SimpleNamespace(
+            info=SimpleNamespace(run_id=tags.pop("run_id", "candidate")),
+            data=SimpleNamespace(tags={"data_source_sha256": "abc", "data_synthetic": "false", **tags}),
+        )
+        return promotion.replaces_shipped(
+            folder, run, faces_set, validation, {"accuracy_exported": accuracy}, force
+        )
+
+    replace, why = verdict(0.80)
+    assert replace and "candidate 0.8000, of the shipped model 0.7500 (the same 40 faces)" in why
+    replace, why = verdict(0.75)  # a tie keeps what is there
+    assert not replace and "promote.force=true replaces it anyway" in why
+    assert verdict(0.10, force=True) == (True, "promote.force=true")
+    assert verdict(0.10, run_id="shipped-run")[0]  # the same run again: refreshed
+    replace, why = verdict(0.99, data_source_sha256="other")
+    assert not replace and "trained on other data" in why
+    replace, why = verdict(0.99, data_synthetic="true")
+    assert not replace and "synthetic true" in why
+    replace, why = verdict(0.99, faces="faces-2")
+    assert not replace and "validated on other faces" in why
+    (models / "model_card.json").write_text("{")
+    replace, why = verdict(0.99)
+    assert not replace and "model card cannot be read" in why
+    assert verdict(0.0, folder=tmp_path / "empty") == (True, "it holds no model")

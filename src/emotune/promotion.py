@@ -29,9 +29,10 @@ from emotune import tracking
 from emotune.atomic import sha256_file
 from emotune.data import load_prepared
 from emotune.data.splits import held_out_split, validation_faces
+from emotune.evaluation import load_predictor
 from emotune.export import enforce_export_check, export_accuracy, export_serving_files
 from emotune.model_card import CARD_MD, SERVING_FILES, build_card, write_card
-from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE
+from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE, model_file
 from emotune.tta import with_flip_average
 
 # --- the best run -------------------------------------------------------------------------------------
@@ -180,6 +181,53 @@ def reproduce_command(cfg: Any, run: Any) -> str:
     return command
 
 
+FORCE = "promote.force=true replaces it"
+
+
+def replaces_shipped(
+    models: Path, run: Any, validation_set: str, validation: Any, check: Mapping[str, Any], force: bool
+) -> tuple[bool, str]:
+    """Whether the candidate (its export `check` on the `validation` faces) replaces the model in `models`,
+    and why. Only a model trained on the same data and validated on the same faces is compared; it is
+    scored again on those faces, and the candidate must beat it. `force` replaces it whatever it is."""
+    if not any((models / f).is_file() for f in (ONNX_FILE, KERAS_FILE)):
+        return True, "it holds no model"
+    if force:
+        return True, "promote.force=true"
+    try:
+        card = json.loads((models / CARD_FILE).read_text())
+        shipped_run = card["mlflow"]["run_id"]
+        shipped_data = card["data"].get("source_sha256")
+        shipped_synthetic = str(card["data"].get("synthetic"))
+        shipped_faces = card["export_check"].get("validation_set")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return False, f"its model card cannot be read ({err}), so it cannot be compared; {FORCE}"
+    if shipped_run == run.info.run_id:
+        return True, f"it holds this run's model ({shipped_run}): refreshed"
+    data, synthetic = run.data.tags.get("data_source_sha256"), run.data.tags.get("data_synthetic")
+    if shipped_data != data or shipped_synthetic != synthetic:
+        return False, (
+            f"the candidate was trained on other data (source sha256 {str(data)[:12]}, synthetic {synthetic})"
+            f" than the shipped model ({str(shipped_data)[:12]}, synthetic {shipped_synthetic}), so their "
+            f"accuracies do not compare; {FORCE}"
+        )
+    if shipped_faces != validation_set:
+        return False, (
+            f"the shipped model validated on other faces ({shipped_faces}) than the candidate "
+            f"({validation_set}), so it may have trained on the candidate's; {FORCE}"
+        )
+    shipped = load_predictor(model_file(models))(validation.x)
+    shipped_accuracy = float((shipped.argmax(1) == validation.y).mean())
+    candidate_accuracy = float(check["accuracy_exported"])
+    verdict = (
+        f"validation accuracy of the candidate {candidate_accuracy:.4f}, of the shipped model "
+        f"{shipped_accuracy:.4f} (the same {len(validation.y)} faces)"
+    )
+    if candidate_accuracy > shipped_accuracy:
+        return True, verdict
+    return False, f"{verdict}; {FORCE} anyway"
+
+
 def promote_stage(
     cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool = True
 ) -> dict[str, Any]:
@@ -254,6 +302,14 @@ def promote_stage(
                 f"promote: WARNING {ONNX_FILE} is {size_mb:.1f} MB, over promote.bundle_max_mb={bundle_mb:g} "
                 "for the bundled model: use promote.onnx_precision=int8 or a narrower model (model.width)"
             )
+
+        replace, why = replaces_shipped(
+            models, run, validation_set, validation, check, bool(pcfg.get("force"))
+        )
+        if not replace:
+            print(f"promote: keeping the model in {models}: {why}")
+            return json.loads((models / CARD_FILE).read_text())
+        print(f"promote: replacing the model in {models}: {why}")
 
         name, alias = str(cfg.tracking.registered_model), str(pcfg.alias)
         version = register(client, name, run, model_id, alias)
