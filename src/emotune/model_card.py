@@ -17,6 +17,19 @@ from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE
 
 CARD_MD = "MODEL_CARD.md"
 SERVING_FILES = (ONNX_FILE, KERAS_FILE, CARD_FILE, CARD_MD)  # what models/ may hold; stale ones are removed
+INTENDED_USE = (
+    "Choosing music for the mood a face shows, live, for a person who turned the camera on for that: a "
+    "playful recommender and a teaching example of a trained, tracked and served model."
+)
+LIMITATIONS = (
+    "It reads the expressions of faces like FER2013's, collected from web image searches: mostly adults, "
+    "frontal, unevenly spread over age, skin tone and culture, with noisy labels (FER+ annotators "
+    "disagree with about a third of them). Accuracy is lower for disgust and fear, for faces turned away, "
+    "occluded or poorly lit, and may differ between groups of people in ways this card does not measure. An "
+    "expression is not an emotion: the model sees a face, not what its owner feels. Do not use it to make "
+    "decisions about people (hiring, education, policing, health, access to anything), to infer feelings "
+    "of people who have not agreed to it, or as evidence of anything."
+)
 PREPROCESSING = (
     "emotune.preprocess: RGB frame -> grayscale (OpenCV RGB2GRAY) -> face box from the detector, grown by "
     "serve.face_margin on every side as a square and clipped to the frame -> crop -> resize to 48x48 "
@@ -63,6 +76,8 @@ def build_card(
             "dtype": "float32",
             "description": "softmax probabilities in `labels` order",
         },
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
         "preprocessing": PREPROCESSING,
         "model": {
             "architecture": params.get("model.name") or tags.get("model_name"),
@@ -144,6 +159,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f" @{card['mlflow'].get('alias')} |",
         "",
         f"Evaluation split: {card['data'].get('evaluation_split_note') or '—'}",
+        "",
+        "## Intended use",
+        "",
+        card.get("intended_use") or INTENDED_USE,
+        "",
+        "## Limitations",
+        "",
+        card.get("limitations") or LIMITATIONS,
         "",
         "## Preprocessing",
         "",
