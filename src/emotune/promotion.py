@@ -2,15 +2,20 @@
 
 `promote_stage(cfg)` is the DVC `promote` stage:
 1. the best FINISHED run of the experiment by `promote.metric` (a validation metric; test metrics are refused:
-   choosing on the test split would make its numbers meaningless);
-2. its logged Keras model is registered as `tracking.registered_model` and the alias `champion` moved to it;
-3. the model is exported (emotune.export: ONNX in `promote.onnx_precision`) and its validation accuracy is
+   choosing on the test split would make its numbers meaningless), among runs validated on the same faces;
+2. the model is exported (emotune.export: ONNX in `promote.onnx_precision`) and its validation accuracy is
    measured against the float32 export: the stage fails if it drops by more than `promote.max_accuracy_drop`
    points. With `promote.flip_tta` the exported graph averages each face with its mirror image
    (emotune.tta), and both sides of that check include it;
-4. models/ gets emotune.onnx (+ model.keras when small), model_card.json and MODEL_CARD.md, written in a
-   temporary folder and moved in file by file (card last), and the serving files are logged to the run;
-5. the folder is imported into the BentoML model store as `promote.bentoml_model` (`bentoml build` packs it).
+3. `replaces_shipped`: the model already in models/ stays unless the candidate was trained on the same data,
+   validated on the same faces and scores strictly better on them (or `promote.force`); when it stays, the
+   stage prints why and stops there: nothing is registered, written or imported;
+4. the run's logged Keras model is registered as `tracking.registered_model` and the alias `champion` moved
+   to it;
+5. models/ gets emotune.onnx (+ model.keras when small), model_card.json and MODEL_CARD.md
+   (emotune.model_card), written in a temporary folder and moved in file by file (card last), and the serving
+   files are logged to the run;
+6. the folder is imported into the BentoML model store as `promote.bentoml_model` (`bentoml build` packs it).
 """
 
 from __future__ import annotations

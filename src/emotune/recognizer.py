@@ -45,7 +45,8 @@ class OnnxBackend:
         if threads:  # 0: onnxruntime uses every core
             options.intra_op_num_threads = int(threads)
         # Spinning workers burn the cores between calls that the face detector and the other request threads
-        # need: a live page calls once per frame, so sleeping threads are faster overall (benchmarks/ README).
+        # need: a live page calls once per frame, so sleeping threads are faster overall (docs/serving.md,
+        # "Scaling up").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         spec = self.session.get_inputs()[0]

@@ -191,7 +191,7 @@ def distribution_scope(strategy: str) -> contextlib.AbstractContextManager[Any]:
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "train.strategy=multi_worker needs TF_CONFIG describing the cluster and this worker's task "
-                "(see README 'Training & evaluation')"
+                "(see docs/training.md, train.strategy)"
             )
         return tf.distribute.MultiWorkerMirroredStrategy().scope()
     raise ValueError(f"train.strategy={strategy!r}: expected default, mirrored or multi_worker")

@@ -1,8 +1,8 @@
 """Flip test-time augmentation inside the model graph (`promote.flip_tta`): the exported model averages each
 face's probabilities with those of its mirror image. Every runtime (ONNX, Keras) and every caller (service,
 page, `emotune evaluate`, benchmarks) then gets it from the model file itself, through the one preprocessing
-path. It costs twice the classifier work for about one accuracy point on FER2013 (README, "The bundled
-model"). Importing this module registers the layers, which loading such a .keras file needs.
+path. It costs twice the classifier work for about one accuracy point on FER2013 (docs/model_history.md).
+Importing this module registers the layers, which loading such a .keras file needs.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ How far to shrink trades small faces for time, because OpenCV scans the pyramid 
 less than twice the cascade's own (20 px) with a stride of 2 pixels: on a 0.5x frame, faces of 50-90 px fall
 on those levels and 56% of them were found (the `fer` package's full-size scan: 72%). A 0.65x frame with a
 pyramid step of 1.15 finds 71% of them, and as many large faces as the 0.5x scan with a step of 1.1, in the
-same time (README "From Python and the command line").
+same time (docs/serving.md, "Face detection settings").
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from emotune.preprocess import Box, to_gray
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 _CASCADE_WINDOW = 24  # the smallest face looked for in the shrunk frame (alt2's own window is 20 px)
 # The `fer` package's minimum too. A minimum under 24 / downscale (37 px) shrinks the frame less, which costs
-# time, for faces far smaller than a webcam user's (README "From Python and the command line").
+# time, for faces far smaller than a webcam user's (docs/serving.md, "Face detection settings").
 DEFAULT_MIN_FACE_SIZE = 50
-# The three below were chosen together on 600 benchmark-style scenes (module docstring, README table).
+# The three below were chosen together on 600 benchmark-style scenes (module docstring, docs/serving.md).
 DEFAULT_DOWNSCALE = 0.65
 # The cascade's pyramid step: 1.1 on a 0.6x-0.7x frame found a few points more faces in ~1.3x the time.
 DEFAULT_SCALE_FACTOR = 1.15
