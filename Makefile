@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help env serve test lint params repro bench bench-quick bench-peers bench-torch clean
+.PHONY: help env serve test test-fast lint params repro bench bench-quick bench-peers bench-torch clean
 
 help:  ## list the targets (this text)
 	@grep -hE '^[A-Za-z][A-Za-z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -37,10 +37,11 @@ lint: env  ## ruff check + ruff format --check (the lint half of make test)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
-test: env  ## lint + the whole test suite (what CI runs)
-	$(RUN) ruff check .
-	$(RUN) ruff format --check .
+test: lint  ## lint + the whole test suite (what CI runs)
 	$(RUN) pytest
+
+test-fast: lint  ## lint + the tests that need no server, pipeline run, browser or full data (a few minutes at most)
+	$(RUN) pytest -m "not slow and not browser"
 
 # The `fer` package, the peer the benchmarks compare against: outside the locked environment (its declared
 # dependencies pull torch, MTCNN, moviepy and a second OpenCV, none of which FER(mtcnn=False) uses), in

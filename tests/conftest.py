@@ -30,4 +30,4 @@ def shared_data() -> Path:
     return path
 
 
-from pipeline_fixtures import smoke_pipeline  # noqa: E402, F401  (one shared real dvc repro smoke run)
+from helpers.pipeline import smoke_pipeline  # noqa: E402, F401  (one shared real dvc repro smoke run)

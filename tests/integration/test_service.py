@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from serving_helpers import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
+from helpers.serving import encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
 from benchmarks.served import bentoml_serve, serve_env
 from emotune.config import REPO_ROOT

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.serving import photo_rgb, tiny_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from serving_helpers import photo_rgb, tiny_model_dir
 
 from emotune.recognizer import EmotionRecognizer, ModelLoadError, check_model
 from emotune.vision import ImageError, decode_image

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_helpers import tiny_model_dir
+from helpers.serving import tiny_model_dir
 
 from benchmarks import common, service_load
 from benchmarks.peer import PEER_DIR
@@ -64,7 +64,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_a_detection_free_server_answers_every_frame_with_its_first_frames_boxes() -> None:
     """benchmarks/detection_free, which figure 4's detection-skipped row starts the server with."""
     script = (
-        "import sys; sys.path.insert(0, 'tests'); import numpy as np; from serving_helpers import photo_rgb; "
+        "import sys; sys.path.insert(0, 'tests'); import numpy as np; from helpers.serving import photo_rgb; "
         "from emotune.vision import HaarFaceDetector; d = HaarFaceDetector(); first = d.detect(photo_rgb()); "
         "print(len(first), d.detect(np.zeros((480, 640, 3), np.uint8)) == first)"
     )

@@ -91,6 +91,7 @@ def test_training_targets_switch(tmp_path):
         training_targets({"soft_labels": "fer+"}, labels)
 
 
+@pytest.mark.slow
 def test_real_ferplus_lines_up_with_real_fer2013(shared_data):
     from emotune.data import load_csv
 
@@ -101,6 +102,7 @@ def test_real_ferplus_lines_up_with_real_fer2013(shared_data):
     assert targets.shape == (28709, 7)
 
 
+@pytest.mark.slow
 def test_the_train_stage_trains_on_soft_targets_and_refuses_misaligned_votes(tmp_path, monkeypatch):
     import mlflow
 

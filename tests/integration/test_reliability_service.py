@@ -27,8 +27,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from PIL import Image
-from serving_helpers import (
+from helpers.serving import (
     encode,
     fer_like_face,
     paste,
@@ -37,12 +36,13 @@ from serving_helpers import (
     write_audit_env,
     written_since,
 )
+from PIL import Image
 
 from benchmarks.served import bentoml_serve, free_port, serve_env
 
 pytestmark = pytest.mark.slow
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 MAX_BYTES, MAX_PIXELS = 1_000_000, 4_000_000
 BODY_LIMIT = MAX_BYTES + 2_000_000  # emotune.service.MAX_BODY_BYTES for these settings
 LIMITS = f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS}"
@@ -56,7 +56,9 @@ WARM_SECONDS = TRAFFIC_TIMEOUT + 4
 class Server:
     def __init__(self, url: str, writes: Path) -> None:
         self.url = url
-        self.writes = writes  # what its processes open for writing (tests/write_audit/sitecustomize.py)
+        self.writes = (
+            writes  # what its processes open for writing (tests/helpers/write_audit/sitecustomize.py)
+        )
         self.port = int(url.rsplit(":", 1)[1])
         self.root = next(
             p
@@ -122,7 +124,7 @@ def test_fuzz_every_operation_of_the_openapi_schema(server, tmp_path):
         *("--max-examples", str(FUZZ_EXAMPLES), "--request-timeout", "30", "--no-color"),
         *("--generation-database", "none", "--report", "json", "--report-json-path", str(report)),
     ]
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "SCHEMATHESIS_HOOKS": "reliability_st_hooks"}
+    env = {**os.environ, "PYTHONPATH": str(TESTS / "helpers"), "SCHEMATHESIS_HOOKS": "reliability_st_hooks"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     result = json.loads(report.read_text())

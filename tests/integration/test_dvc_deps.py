@@ -1,5 +1,6 @@
 """DVC reruns a stage when its code changes: every `emotune` module a stage loads, as the real smoke pipeline
-ran it (tests/module_audit records them), is among that stage's deps in dvc.yaml (the file or its folder)."""
+ran it (tests/helpers/module_audit records them), is among that stage's deps in dvc.yaml (the file or its
+folder)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from helpers.pipeline import VENV_BIN, copy_working_tree, synthesize_command
 
 from emotune.config import REPO_ROOT, compose
 from emotune.resume import (
@@ -24,7 +25,6 @@ from emotune.resume import (
     run_definition,
     run_key,
 )
-from tests.pipeline_fixtures import VENV_BIN, copy_working_tree, synthesize_command
 
 EPOCHS = 5
 

@@ -327,7 +327,7 @@ def test_a_candidate_replaces_the_shipped_model_only_when_it_scores_better(tmp_p
     other faces or an unreadable card keep it; force and an empty folder always take the candidate."""
     from types import SimpleNamespace
 
-    from serving_helpers import export_tiny_model
+    from helpers.serving import export_tiny_model
 
     from emotune.data.splits import Validation
     from emotune.evaluation import load_predictor

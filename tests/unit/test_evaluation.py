@@ -133,6 +133,7 @@ def test_load_predictor_keras_and_onnx_agree(tiny_model):
         evaluation.load_predictor(folder / "model.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("held_out", [False, True], ids=["validated-on-publictest", "validated-on-holdout"])
 def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
     tmp_path, monkeypatch, tiny_model, held_out

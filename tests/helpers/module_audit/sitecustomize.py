@@ -1,6 +1,7 @@
 """Loaded by every Python process started with this folder on PYTHONPATH (the smoke pipeline puts it there for
 the DVC stages it runs): at exit, writes the files of the `emotune` modules the process loaded, with its
-command line, to a JSON file in $EMOTUNE_MODULE_AUDIT. tests/test_dvc_deps.py checks them against dvc.yaml."""
+command line, to a JSON file in $EMOTUNE_MODULE_AUDIT. tests/integration/test_dvc_deps.py checks them against
+dvc.yaml."""
 
 import atexit
 import json

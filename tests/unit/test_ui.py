@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 import numpy as np
 import pytest
-from serving_helpers import encode, fer_like_face, paste
+from helpers.serving import encode, fer_like_face, paste
 
 from emotune.config import compose
 from emotune.labels import EMOTIONS

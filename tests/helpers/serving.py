@@ -76,7 +76,7 @@ WRITE_AUDIT = Path(__file__).resolve().parent / "write_audit"
 
 def write_audit_env(log: Path) -> dict[str, str]:
     """Environment for a server whose processes log each file they open for writing to `log`
-    (tests/write_audit/sitecustomize.py)."""
+    (tests/helpers/write_audit/sitecustomize.py)."""
     return {"PYTHONPATH": str(WRITE_AUDIT), "WRITE_AUDIT_LOG": str(log)}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serving_helpers import encode, fer_like_face, paste, tiny_model_dir, write_audit_env, written_since
+from helpers.serving import encode, fer_like_face, paste, tiny_model_dir, write_audit_env, written_since
 
 from benchmarks.served import bentoml_serve, serve_env
 from emotune.labels import EMOTIONS
@@ -25,7 +25,7 @@ from emotune.labels import EMOTIONS
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FPS = 10
 FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
 NO_FACE_S = 1.0

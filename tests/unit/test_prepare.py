@@ -123,6 +123,7 @@ def test_cli_validate_prints_counts_or_errors(tmp_path: Path, synthetic_csv: Pat
     assert "line 2: 3 pixel values, expected 2304" in failed.stderr
 
 
+@pytest.mark.slow
 def test_real_fer2013_from_shared(shared_data: Path, tmp_path: Path) -> None:
     """The development copy: 32,298 rows (Training + PublicTest), counts as its README lists them."""
     raw = shared_data / "fer2013" / "fer2013.csv.gz"

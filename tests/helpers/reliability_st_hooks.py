@@ -1,4 +1,5 @@
-"""Schemathesis hooks for tests/test_reliability_service.py (loaded by `st run` via SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/integration/test_reliability_service.py (loaded by `st run` via
+SCHEMATHESIS_HOOKS).
 
 One custom check: every error answer of the service is a JSON object with a non-empty "error" message.
 """

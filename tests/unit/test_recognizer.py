@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_helpers import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_rgb, tiny_model_dir
+from helpers.serving import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_rgb, tiny_model_dir
 
 from emotune.labels import EMOTIONS
 from emotune.recognizer import EmotionRecognizer, as_crops, locate_model

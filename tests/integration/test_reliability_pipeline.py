@@ -1,4 +1,4 @@
-"""The DVC pipeline under faults, on the shared smoke pipeline (tests/pipeline_fixtures.py: one real
+"""The DVC pipeline under faults, on the shared smoke pipeline (tests/helpers/pipeline.py: one real
 `dvc repro` in a repository copy, no second training): a stage killed half-way, `dvc repro` killed half-way,
 bad raw data, a no-op second `dvc repro`, and a config change that reruns exactly the stages depending on it.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from serving_helpers import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_rgb
+from helpers.serving import GRACE_FACE_BOX, encode, fer_like_face, paste, photo_rgb
 
 from emotune.vision import HaarFaceDetector, ImageError, decode_image, make_detector
 

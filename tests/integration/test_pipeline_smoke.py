@@ -1,5 +1,5 @@
 """End to end: a real `dvc repro` of prepare -> train -> evaluate on the smoke configuration, and what it left
-in a real MLflow store (see pipeline_fixtures.py for the shared run)."""
+in a real MLflow store (see helpers/pipeline.py for the shared run)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
         "DVC_NO_ANALYTICS": "1",
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(root / ".bentoml"),
-        # every stage writes the emotune modules it loaded here (tests/test_dvc_deps.py)
+        # every stage writes the emotune modules it loaded here (tests/integration/test_dvc_deps.py)
         "EMOTUNE_MODULE_AUDIT": str(audit),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(MODULE_AUDIT), os.environ.get("PYTHONPATH")])),
         "GIT_AUTHOR_NAME": "test",

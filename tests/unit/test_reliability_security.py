@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_fixtures import repository_files
+from helpers.pipeline import repository_files
 
 from emotune.config import REPO_ROOT, compose
 from emotune.serving import serve_settings

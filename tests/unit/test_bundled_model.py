@@ -44,6 +44,7 @@ def test_the_readme_quotes_the_cards_accuracy(repo_root, card):
     assert f"{100 * exported:.1f}% for the int8 file" in readme
 
 
+@pytest.mark.slow
 def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_data, capsys):
     data = shared_data / "fer2013" / "fer2013.csv.gz"
     model = repo_root / "models" / "emotune.onnx"

@@ -1,4 +1,4 @@
-"""Loaded by every Python process started with this folder on PYTHONPATH (serving_helpers.write_audit_env
+"""Loaded by every Python process started with this folder on PYTHONPATH (helpers.serving.write_audit_env
 puts it there for `bentoml serve` and its workers): appends each file the process opens for writing, and each
 temporary file or folder it makes, to $WRITE_AUDIT_LOG as "pid event path" lines. A Python audit hook sees
 the opens of Python and of the libraries it calls through Python's file objects and os.open."""
