@@ -50,6 +50,7 @@ def build_card(
     export_check: Mapping[str, Any] | None = None,
     reproduce: str = "dvc exp run",
     model_info: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a user of models/ needs to know, as JSON (model_card.json; MODEL_CARD.md renders it)."""
     metrics: dict[str, dict[str, float]] = {"validation": {}, "test": {}, "training": {}}
@@ -94,6 +95,7 @@ def build_card(
         },
         "metrics": metrics,
         "export_check": dict(export_check or {}),
+        "calibration": dict(calibration or {}),
         "mlflow": {
             "run_id": run.info.run_id if run is not None else None,
             "experiment_id": run.info.experiment_id if run is not None else None,

@@ -36,6 +36,7 @@ from emotune.data import load_prepared
 from emotune.data.splits import held_out_split, validation_faces
 from emotune.evaluation import load_predictor
 from emotune.export import enforce_export_check, export_accuracy, export_serving_files
+from emotune.labels import EMOTIONS
 from emotune.model_card import CARD_MD, SERVING_FILES, build_card, write_card
 from emotune.recognizer import CARD_FILE, KERAS_FILE, ONNX_FILE, model_file
 from emotune.tta import with_flip_average
@@ -233,6 +234,20 @@ def replaces_shipped(
     return False, f"{verdict}; {FORCE} anyway"
 
 
+def neutral_mean(model_path: Path, validation: Any) -> dict[str, Any]:
+    """What the shipped file reads on average for the validation faces labelled neutral: the reference a
+    resting face is calibrated to (emotune.calibration)."""
+    neutral = validation.x[validation.y == EMOTIONS.index("neutral")]
+    if not len(neutral):
+        return {}
+    mean = load_predictor(model_path)(neutral).mean(axis=0)
+    return {
+        "neutral_mean": [round(float(p), 6) for p in mean],
+        "faces": len(neutral),
+        "split": validation.source,
+    }
+
+
 def promote_stage(
     cfg: Any, models_dir: Path | str | None = None, bentoml_store: bool = True
 ) -> dict[str, Any]:
@@ -284,6 +299,7 @@ def promote_stage(
         )
         reference = files.pop("reference")
         check = export_accuracy(reference, files[ONNX_FILE], validation.x, validation.y)
+        calibration = neutral_mean(files[ONNX_FILE], validation)
         print(
             f"promote: validation accuracy ({validation.source}) float32 {check['accuracy_float32']:.4f}, "
             f"{precision} {check['accuracy_exported']:.4f} ({check['accuracy_drop_points']:+.2f} points); "
@@ -340,6 +356,7 @@ def promote_stage(
                 "max_accuracy_drop": max_drop,
             },
             reproduce=reproduce_command(cfg, run),
+            calibration=calibration,
             model_info={
                 "parameters": int(model.count_params()),
                 "logged_model_id": model_id,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from emotune.atomic import sha256_file
+from emotune.calibration import neutral_reference, recalibrate
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
 from emotune.vision import FaceDetector, as_rgb, detector_from_config, make_detector
@@ -195,6 +196,12 @@ class Analysis:
     faces: list[Face]
     width: int
     height: int
+    calibrated: bool = False  # the faces' probabilities are read relative to a resting face
+
+    def relative_to(self, resting: np.ndarray, neutral: np.ndarray) -> Analysis:
+        """The same faces read relative to a resting face (emotune.calibration)."""
+        faces = [Face(f.box, recalibrate(f.probabilities, resting, neutral)) for f in self.faces]
+        return Analysis(faces, self.width, self.height, calibrated=True)
 
     @property
     def probabilities(self) -> np.ndarray | None:
@@ -216,6 +223,7 @@ class Analysis:
             "dominant_emotion": self.dominant_emotion,
             "probabilities": None if probs is None else _named(probs),
             "image": {"width": self.width, "height": self.height},
+            **({"calibrated": True} if self.calibrated else {}),
         }
 
 
@@ -269,6 +277,7 @@ class EmotionRecognizer:
         labels = self.card.get("labels")
         if labels is not None and tuple(labels) != EMOTIONS:
             raise ValueError(f"model card labels {labels} differ from {EMOTIONS}")
+        self.neutral = neutral_reference(self.card)  # what a resting face is calibrated to
 
     @classmethod
     def load(

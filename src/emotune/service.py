@@ -27,6 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse
 
+from emotune.calibration import probability_vector
 from emotune.http_guard import RequestGuard
 from emotune.recognizer import (
     MODEL_DIR_ENV,
@@ -142,15 +143,31 @@ class Emotune:
         image: Annotated[Upload, Field(description="the picture, as a multipart file (JPEG, PNG, ...)")],
         k: int | None = None,
         strategy: str | None = None,
+        resting: Annotated[
+            str | None,
+            Field(
+                max_length=400,
+                description="optional: the probabilities of this person's resting face, 7 comma-separated "
+                "numbers in label order (the mean of a few seconds of a relaxed face, e.g. from earlier "
+                "answers); the faces are then read relative to it (calibrated: true in the answer)",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Faces in the image with their box (x, y, w, h), emotion and 7 probabilities; the dominant emotion
         (argmax of the faces' mean probabilities) and music for it. No face: 200 with zero faces."""
+        try:
+            rest = probability_vector(resting) if resting else None
+        except ValueError as err:
+            return error(str(err), 400)
         try:
             rgb = decode_image(image.content, int(SERVE.max_image_bytes), int(SERVE.max_image_pixels))
         except ImageError as err:
             return error(str(err), err.status)
         try:
-            return analysis_json(self.recognizer.analyze(rgb), self.recommender, k, strategy)
+            analysis = self.recognizer.analyze(rgb)
+            if rest is not None:
+                analysis = analysis.relative_to(rest, self.recognizer.neutral)
+            return analysis_json(analysis, self.recommender, k, strategy)
         except ValueError as err:  # e.g. an unknown music strategy or k < 1
             return error(str(err), 400)
 

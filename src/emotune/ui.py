@@ -37,6 +37,7 @@ import numpy as np
 from fastapi import FastAPI
 from omegaconf import DictConfig
 
+from emotune.calibration import Calibration, resting_summary
 from emotune.labels import EMOTIONS
 from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
 from emotune.music import STRATEGIES, ListeningSession, Recommendation
@@ -56,6 +57,7 @@ COLORS = {
 }
 VIEW_MAX_SIDE = 960  # the annotated picture is drawn at most this large (big photos are scaled down)
 NO_FACE = "No face yet — look at the camera"
+NOT_CALIBRATED = "Reads moods as the model sees faces. Relax your face and press Calibrate to read yours."
 FRIENDLY_ERROR = "Something went wrong with that picture. Please try again."
 
 # System fonts only: the page must not fetch fonts from anywhere (offline, and no third-party requests).
@@ -84,6 +86,8 @@ CSS = """
 .et-view img { display: block; width: 100%; height: auto; max-height: 520px; object-fit: contain; }
 .et-empty { color: var(--body-text-color-subdued); text-align: center; padding: 2rem; line-height: 1.5; }
 .et-empty .et-face { display: block; margin: 0 auto .5rem; opacity: .8; }
+.et-calibration { color: var(--body-text-color-subdued); font-size: .85rem; align-self: center; }
+.et-calibration[data-state="calibrated"] { color: var(--body-text-color); }
 .et-mood { display: flex; align-items: center; gap: 1rem; border-left: 6px solid var(--et-accent, #94a3b8); }
 .et-mood .et-name { font-size: 1.5rem; font-weight: 700; text-transform: capitalize; }
 .et-mood .et-status { color: var(--body-text-color-subdued); font-size: .92rem; }
@@ -133,6 +137,7 @@ class Viewer:
     seed: int = 0  # a fresh seed per playlist: coming back to a mood gives a fresh list
     pictures: int = 0  # snapshots handled: a new count clears the snapshot input (build_page)
     last_ms: float | None = None  # time to analyse the last frame
+    calibration: Calibration | None = None  # the resting face (Live tab), made on first use
 
     def select(self, index: int) -> Recommendation | None:
         if not self.playlist:
@@ -292,6 +297,11 @@ def bars_html(probabilities: np.ndarray | None, mood: str | None = None) -> str:
     return f'<div class="et-card et-bars" role="img" aria-label="emotion probabilities">{rows}</div>'
 
 
+def calibration_html(message: str, calibrated: bool = False) -> str:
+    state = "calibrated" if calibrated else "plain"
+    return f'<div class="et-calibration" data-state="{state}">{html.escape(message)}</div>'
+
+
 def _badge(track: Recommendation) -> str:
     play = track.play
     if play.kind == "local":
@@ -381,13 +391,17 @@ def _cleared() -> None:
 class Page:
     """The handlers, bound to an engine source (the BentoML service, or an Engine for `emotune ui`)."""
 
-    def __init__(self, engine: Callable[[], Any], cfg: DictConfig) -> None:
+    def __init__(
+        self, engine: Callable[[], Any], cfg: DictConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.engine = engine
+        self.clock = clock  # seconds, monotonic: the smoothing's and the calibration's time
         self.smoothing = Smoothing.from_config(cfg.ui.get("smoothing"))
         self.k = int(cfg.ui.get("k") or cfg.music.k)
         self.recent = int(cfg.music.get("recent_exclude", 20))
         self.max_bytes = int(cfg.serve.max_image_bytes)
         self.max_pixels = int(cfg.serve.max_image_pixels)
+        self.calibration_options = dict(cfg.ui.get("calibration") or {})
 
     def new_viewer(self) -> Viewer:
         return Viewer(MoodSmoother(self.smoothing), ListeningSession(self.recent))
@@ -437,6 +451,45 @@ class Page:
         probs = [f.probabilities for f in analysis.faces]
         return analysis, selected_faces(boxes, rule), select_mood(boxes, probs, rule)
 
+    @staticmethod
+    def _relative(analysis: Any, rule: str, calibration: Calibration) -> tuple[Any, np.ndarray | None]:
+        """The analysis and its mood reading relative to the resting face of a calibrated session."""
+        analysis = analysis.relative_to(calibration.resting, calibration.neutral)
+        boxes = [f.box for f in analysis.faces]
+        return analysis, select_mood(boxes, [f.probabilities for f in analysis.faces], rule)
+
+    # -- calibration (Live tab)
+
+    def _calibration(self, viewer: Viewer) -> Calibration:
+        if viewer.calibration is None:
+            viewer.calibration = Calibration(self.engine().recognizer.neutral, **self.calibration_options)
+        return viewer.calibration
+
+    def _calibration_state(self, calibration: Calibration, message: str | None = None) -> str:
+        if calibration.active:
+            return calibration_html(
+                f"Calibrating: relax your face and look at the camera for {calibration.seconds:g} s…"
+            )
+        if calibration.resting is None:
+            return calibration_html(message or NOT_CALIBRATED)
+        prefix = f"{message}. " if message and message != "Calibrated to your resting face" else ""
+        return calibration_html(
+            f"{prefix}Calibrated to your resting face (it read {resting_summary(calibration.resting)}); "
+            "moods are read relative to it · Reset to undo",
+            calibrated=True,
+        )
+
+    def calibrate(self, viewer: Viewer) -> str:
+        calibration = self._calibration(viewer)
+        calibration.start(self.clock())
+        return self._calibration_state(calibration)
+
+    def reset_calibration(self, viewer: Viewer) -> str:
+        calibration = self._calibration(viewer)
+        calibration.reset()
+        viewer.smoother.reset()  # the mood so far was read the other way
+        return self._calibration_state(calibration)
+
     def _status(self, viewer: Viewer, reading: MoodReading, faces: int, rule: str) -> tuple[str, str]:
         if not reading.face:
             if reading.mood is None:
@@ -459,11 +512,20 @@ class Page:
     def live(self, frame: np.ndarray | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
         """One webcam frame -> (view, probabilities, mood, playlist, now playing, audio)."""
         if frame is None:
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 7
         try:
             start = time.perf_counter()
             analysis, chosen, probs = self._analyze(frame, rule)
-            reading = viewer.smoother.update(probs, time.monotonic())
+            now, calibration, calibration_out = self.clock(), viewer.calibration, gr.skip()
+            if calibration is not None and calibration.active:  # it collects the model's own readings
+                finished = calibration.add(probs, now)
+                if finished is not None:
+                    if calibration.resting is not None:
+                        viewer.smoother.reset()  # from now on readings are relative to the resting face
+                    calibration_out = self._calibration_state(calibration, finished)
+            if calibration is not None and calibration.resting is not None:
+                analysis, probs = self._relative(analysis, rule, calibration)
+            reading = viewer.smoother.update(probs, now)
             view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
             viewer.last_ms = (time.perf_counter() - start) * 1000
             changed = self._refresh_playlist(viewer, strategy)
@@ -472,10 +534,11 @@ class Page:
             bars = (
                 gr.skip() if reading.probabilities is None else bars_html(reading.probabilities, reading.mood)
             )
-            return (view, bars, mood_html(reading.mood, status, meta), *self._music(viewer, changed))
+            mood = mood_html(reading.mood, status, meta)
+            return (view, bars, mood, *self._music(viewer, changed), calibration_out)
         except Exception:
             log.exception("the page could not analyse a webcam frame")
-            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 3)
+            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 4)
 
     def snapshot(self, path: str | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
         """One uploaded/taken picture -> (view, probabilities, mood, playlist, now, audio, pictures). The
@@ -494,14 +557,14 @@ class Page:
                     os.unlink(path)  # the picture lives on in memory only
             frame = decode_image(data, self.max_bytes, self.max_pixels)
             start = time.perf_counter()
-            analysis, chosen, probs = self._analyze(frame, rule)
+            analysis, chosen, probs = self._analyze(frame, rule)  # a photo may be anyone: not calibrated
             viewer.last_ms = (time.perf_counter() - start) * 1000
             view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
             if probs is None:
                 status = "No face found in this picture — try one with a clear, front-facing face"
-                reading = viewer.smoother.update(None, time.monotonic())
+                reading = viewer.smoother.update(None, self.clock())
                 return (view, gr.skip(), mood_html(reading.mood, status), *(gr.skip(),) * 3)
-            reading = viewer.smoother.set(probs, time.monotonic())
+            reading = viewer.smoother.set(probs, self.clock())
             changed = self._refresh_playlist(viewer, strategy)
             _, meta = self._status(viewer, reading, len(analysis.faces), rule)
             status = f"This picture looks {reading.mood}"
@@ -592,6 +655,14 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                             ),
                             elem_id="camera",
                         )
+                        with gr.Row(equal_height=True):
+                            calibrate_button = gr.Button(
+                                "Calibrate", size="sm", elem_id="calibrate", scale=0, min_width=110
+                            )
+                            reset_button = gr.Button(
+                                "Reset", size="sm", elem_id="calibrate-reset", scale=0, min_width=80
+                            )
+                            calibration = gr.HTML(calibration_html(NOT_CALIBRATED), elem_id="calibration")
                     with gr.Tab("Photo", id="snapshot", elem_id="tab-snapshot"):
                         photo = gr.Image(
                             sources=["upload"],  # no camera: its pictures would be written to disk (above)
@@ -640,7 +711,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         camera.stream(
             page.live,
             inputs=[camera, rule, strategy, viewer],
-            outputs=[view, bars, mood, *music_out],
+            outputs=[view, bars, mood, *music_out, calibration],
             stream_every=float(ui.get("stream_every", 0.1)),
             concurrency_limit=int(cfg.serve.get("threads", 2)) * 2,
             api_name="live",
@@ -659,6 +730,10 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
             **hidden,
         )
         pictures.change(_cleared, None, photo, api_name="clear_snapshot", **hidden)  # ready for the next
+        calibrate_button.click(page.calibrate, [viewer], calibration, api_name="calibrate", **hidden)
+        reset_button.click(
+            page.reset_calibration, [viewer], calibration, api_name="reset_calibration", **hidden
+        )
         strategy.change(page.strategy_changed, [strategy, viewer], music_out, api_name="strategy", **hidden)
         prev_button.click(page.previous, [viewer], music_out, api_name="previous", **hidden)
         next_button.click(page.next, [viewer], music_out, api_name="next", **hidden)

@@ -19,6 +19,7 @@ from helpers.serving import encode, fer_like_face, paste, photo_rgb, tiny_model_
 
 from benchmarks.served import bentoml_serve, serve_env
 from emotune.config import REPO_ROOT
+from emotune.labels import EMOTIONS
 from emotune.recognizer import EmotionRecognizer
 
 pytestmark = pytest.mark.slow
@@ -94,6 +95,27 @@ def test_analyze_a_face_pasted_into_a_frame(client, model_dir):
     local = EmotionRecognizer.load(model_dir).analyze(frame).to_dict()
     assert face["probabilities"] == pytest.approx(local["faces"][0]["probabilities"], abs=1e-5)
     assert isinstance(result.get("recommendations"), list) and result["recommendations"]
+
+
+def test_analyze_reads_faces_relative_to_a_resting_face_when_given_one(client, model_dir):
+    """/analyze with `resting`: the same face, read through emotune.calibration against the model's neutral
+    reference; the resting reading itself comes back as that reference (neutral)."""
+    frame, _ = paste(fer_like_face(), scale=3)
+    plain = upload(client, encode(frame)).json()
+    raw = np.array([plain["faces"][0]["probabilities"][e] for e in EMOTIONS])
+    at_rest = upload(client, encode(frame), resting=",".join(f"{p:.6f}" for p in raw))
+    assert at_rest.status_code == 200, at_rest.text
+    result = at_rest.json()
+    assert result["calibrated"] is True and "calibrated" not in plain
+    recognizer = EmotionRecognizer.load(model_dir)
+    calibrated = np.array([result["faces"][0]["probabilities"][e] for e in EMOTIONS])
+    np.testing.assert_allclose(calibrated, recognizer.neutral, atol=1e-4)
+    assert result["dominant_emotion"] == "neutral" and result["faces"][0]["emotion"] == "neutral"
+    for bad, message in (("0.5,0.5", "expected 7"), ("1,1,1,1,1,1,nan", "finite"), ("0,0,0,0,0,0,0", "zero")):
+        response = upload(client, encode(frame), resting=bad)
+        assert response.status_code == 400 and message in response.json()["error"], response.text
+    too_long = upload(client, encode(frame), resting="1," * 300)
+    assert too_long.status_code in (400, 422)
 
 
 def test_analyze_a_jpeg_photo_and_a_picture_without_face(client):

@@ -240,3 +240,58 @@ def test_the_page_app_serves_offline_with_system_fonts(page, cfg):
     for text in (index.text, theme.text):
         assert "fonts.googleapis" not in text and "@font-face" not in text
     assert "ui-sans-serif" in theme.text
+
+
+def test_calibrate_reads_the_resting_face_as_neutral_and_reset_undoes_it(cfg, recommender, model):
+    """Calibrate on a face the model reads as sad at rest: from then on that face reads neutral and a smile
+    still reads happy; too few faces keep the state; Reset goes back to the model's own reading."""
+    cfg = compose(
+        [
+            "ui.smoothing.hold_s=0",
+            "ui.smoothing.min_frames=2",
+            "ui.smoothing.no_face_s=0",
+            "ui.calibration.seconds=3",
+            "ui.calibration.min_frames=3",
+        ]
+    )
+    ticks = iter(np.arange(0.0, 1000.0, 1.0))  # one second per frame
+    engine = Engine(EmotionRecognizer(model, make_detector("haar")), recommender)
+    page = Page(lambda: engine, cfg, clock=lambda: float(next(ticks)))
+    viewer = page.new_viewer()
+    assert "press Calibrate" in page._calibration_state(page._calibration(viewer))
+    model.probs = onehot("sad", 0.6)  # this face at rest
+    for _ in range(2):
+        page.live(FACE, "largest", "match", viewer)
+    assert viewer.smoother.mood == "sad"
+
+    assert "Calibrating" in page.calibrate(viewer)
+    outputs = [page.live(FACE, "largest", "match", viewer) for _ in range(3)]
+    assert all(o[6] == SKIP for o in outputs[:-1])  # the window (3 s) is still open
+    assert 'data-state="calibrated"' in outputs[-1][6] and "it read sad 60%" in outputs[-1][6]
+    for _ in range(2):
+        page.live(FACE, "largest", "match", viewer)
+    assert viewer.smoother.mood == "neutral"  # the resting face now reads neutral
+    model.probs = onehot("happy", 0.8)
+    for _ in range(10):  # the smoothing's moving average takes a few frames to turn
+        page.live(FACE, "largest", "match", viewer)
+    assert viewer.smoother.mood == "happy"
+
+    page.calibrate(viewer)  # no face in view: the calibration stays
+    failed = [page.live(EMPTY, "largest", "match", viewer) for _ in range(3)][-1][6]
+    assert failed != SKIP and "found in 0 of" in failed and viewer.calibration.resting is not None
+
+    assert 'data-state="plain"' in page.reset_calibration(viewer)
+    model.probs = onehot("sad", 0.6)
+    for _ in range(2):
+        page.live(FACE, "largest", "match", viewer)
+    assert viewer.smoother.mood == "sad"  # the model's own reading again
+
+
+def test_a_photo_is_not_read_through_the_live_calibration(page, model, tmp_path):
+    viewer = page.new_viewer()
+    model.probs = onehot("sad", 0.6)
+    page._calibration(viewer).resting = onehot("sad", 0.6).astype(np.float64)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(FACE))
+    result = page.snapshot(str(photo), "largest", "match", viewer)
+    assert 'data-mood="sad"' in result[2]
