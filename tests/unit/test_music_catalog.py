@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from emotune.cli import main
 from emotune.labels import EMOTIONS
 from emotune.music import CatalogError, Recommender, load_feature_catalog, load_playlists
-from emotune.music.catalog import DEFAULT_PLAYLISTS_DIR, load_playlist_file, parse_spotify_track
+from emotune.music.catalog import (
+    BUILTIN_CATALOG,
+    BUILTIN_COLUMNS,
+    DEFAULT_PLAYLISTS_DIR,
+    annotate_playlists,
+    build_catalog,
+    load_playlist_file,
+    parse_spotify_track,
+    song_keys,
+)
 
 HEADER = "id,name,artist,popularity,valence,energy\n"
 
@@ -151,3 +162,131 @@ def test_real_moods_catalogue(shared_data):
         uplift = rec.recommend(emotion, strategy="uplift", k=10)
         assert len({t.artist for t in uplift}) == 10
         assert [t.valence for t in uplift] == sorted(t.valence for t in uplift)
+
+
+# ------------------------------------------------------------------------------------ the built-in catalogue
+
+
+def test_builtin_catalogue_is_the_default_and_plays_real_tracks():
+    """The default configuration loads the catalogue shipped in the package: real Spotify ids and features."""
+    from emotune.config import compose
+
+    frame = load_feature_catalog(BUILTIN_CATALOG)
+    assert len(frame) == 686 and frame["spotify_id"].str.len().eq(22).all()
+    for column in ("valence", "energy", "popularity", "tempo", "danceability"):
+        assert frame[column].notna().all(), column
+    assert frame["name"].ne("").all() and frame["artist"].ne("").all() and frame["album"].ne("").all()
+    rec = Recommender.from_config(compose())
+    assert rec.mode == "catalog" and len(rec.tracks) == 686
+    sad, happy = rec.recommend("sad"), rec.recommend("happy")
+    assert np.mean([t.valence for t in happy]) - np.mean([t.valence for t in sad]) >= 0.3
+    for emotion in EMOTIONS:
+        uplift = rec.recommend(emotion, strategy="uplift")
+        valence = [t.valence for t in uplift]
+        assert valence == sorted(valence) and valence[-1] - valence[0] > 0.1, (emotion, valence)
+        assert all(t.play.kind == "spotify" for t in uplift)
+    with gzip.open(BUILTIN_CATALOG, "rt", encoding="utf-8") as handle:
+        assert handle.readline().strip() == ",".join(BUILTIN_COLUMNS)  # only the columns it uses
+
+
+SOURCE_HEADER = (
+    "name,album,artist,id,release_date,popularity,length,danceability,energy,valence,tempo,mood,genre\n"
+)
+
+
+def small_source(path: Path) -> Path:
+    rows = [
+        "Hurt,American IV,Johnny Cash,6ZZFfQ2nLq2YN4ufuv8ywk,2002,70,218,0.31,0.2,0.0806,94.2,Sad,N/A",
+        "Lovely Day,M,Bill Withers,0ACACkoHUwgfgY5CxVIL4N,1977,67,254,0.692,0.651,0.706,97.937,Happy,soul",
+        "Hurt (Remastered),Hits,Johnny Cash,0aaaaaaaaaaaaaaaaaaaaa,2010,10,218,0.3,0.2,0.08,94,Sad,country",
+        "Quiet,Q,Nobody,1bbbbbbbbbbbbbbbbbbbbb,2020,5,100,0.1,0.05,0.1,60.5,Calm,ambient",
+    ]
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(SOURCE_HEADER + "\n".join(rows) + "\n")
+    return path
+
+
+def test_build_catalog_keeps_used_columns_and_is_reproducible(tmp_path):
+    source = small_source(tmp_path / "data_moods.csv.gz")
+    out = tmp_path / "a" / "tracks.csv.gz"
+    frame = build_catalog(source, out)
+    assert list(frame["name"]) == ["Hurt", "Lovely Day", "Quiet"]  # the less popular repeat is dropped
+    with gzip.open(out, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert lines[0] == ",".join(BUILTIN_COLUMNS)
+    assert (
+        lines[1] == "6ZZFfQ2nLq2YN4ufuv8ywk,Hurt,Johnny Cash,American IV,,70,0.0806,0.2,0.31,94.2"
+    )  # N/A -> ""
+    again = build_catalog(source, tmp_path / "b" / "tracks.csv.gz")
+    assert (tmp_path / "b" / "tracks.csv.gz").read_bytes() == out.read_bytes()  # same source, same bytes
+    assert again.equals(frame)
+
+    write(tmp_path / "bad.csv", "id,name,artist,valence,energy\nx,A,B,0.5,0.5\n")
+    with pytest.raises(CatalogError, match="album, genre, popularity, danceability, tempo are missing"):
+        build_catalog(tmp_path / "bad.csv", tmp_path / "c.csv.gz")
+    assert not (tmp_path / "c.csv.gz").exists()
+
+
+def test_annotate_playlists_gives_matching_songs_their_ids_and_features(tmp_path):
+    catalog = build_catalog(small_source(tmp_path / "src.csv.gz"), tmp_path / "tracks.csv.gz")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    write(lists / "sad.csv", "Name,Album,Artist\nHurt,American IV,Johnny Cash\nOther Song,X,Someone\n")
+    other = "spotify:track:7ccccccccccccccccccccc"
+    write(
+        lists / "happy.csv", f"Name,Album,Artist,spotify_id\nLovely Day (Remastered),M,Bill Withers,{other}\n"
+    )
+    assert annotate_playlists(catalog, lists) == {"happy.csv": 0, "sad.csv": 1}
+    lines = (lists / "sad.csv").read_text().splitlines()
+    assert lines[0] == "Name,Album,Artist,spotify_id,valence,energy,tempo,popularity"
+    assert lines[1] == "Hurt,American IV,Johnny Cash,6ZZFfQ2nLq2YN4ufuv8ywk,0.0806,0.2,94.2,70"
+    assert lines[2] == "Other Song,X,Someone,,,,,"
+    assert other in (lists / "happy.csv").read_text()  # a song with its own, different id keeps it
+    sad = load_playlist_file(lists / "sad.csv", "sad")
+    assert sad.loc[0, "popularity"] == 0.7 and sad.loc[0, "tempo"] == 94.2 and np.isnan(sad.loc[1, "valence"])
+    assert annotate_playlists(catalog, lists) == {"happy.csv": 0, "sad.csv": 1}  # idempotent
+    assert (lists / "sad.csv").read_text().splitlines() == lines
+
+
+def test_playlist_feature_errors_name_the_line(tmp_path):
+    path = write(tmp_path / "sad.csv", "Name,Album,Artist,valence\nA,B,C,0.5\nD,E,F,high\n")
+    with pytest.raises(
+        CatalogError, match=r"column 'valence' \(valence\) has values that are not numbers on line 3"
+    ):
+        load_playlist_file(path, "sad")
+    write(path, "Name,Album,Artist,popularity\nA,B,C,250\n")
+    with pytest.raises(CatalogError, match=r"'popularity'.*\[0, 100\]; line 2"):
+        load_playlist_file(path, "sad")
+
+
+def test_curated_songs_in_the_catalogue_carry_its_ids_and_features():
+    catalog = load_feature_catalog(BUILTIN_CATALOG).set_index("spotify_id")
+    lists = load_playlists()
+    known = lists[lists["spotify_id"] != ""]
+    assert len(known) == 19 and set(known["spotify_id"]) <= set(catalog.index)
+    for song in known.itertuples():
+        row = catalog.loc[song.spotify_id]
+        assert (song.valence, song.energy, song.tempo) == (row.valence, row.energy, row.tempo)
+        assert song.popularity == pytest.approx(row.popularity)
+    # Every curated song that is a catalogue row (same artist and title) has been given its id.
+    keys = set(song_keys(catalog.reset_index()))
+    assert song_keys(lists).isin(keys).sum() == len(known)
+
+
+def test_builtin_catalogue_rebuilds_from_the_development_data(shared_data, tmp_path):
+    """`emotune music build-catalog` from the source file reproduces the shipped catalogue and playlists."""
+    source = shared_data / "music" / "data_moods.csv.gz"
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    lists = tmp_path / "playlists"
+    shutil.copytree(DEFAULT_PLAYLISTS_DIR, lists)
+    out = tmp_path / "tracks.csv.gz"
+    assert (
+        main(
+            ["music", "build-catalog", "--source", str(source), "--out", str(out), "--playlists", str(lists)]
+        )
+        == 0
+    )
+    assert gzip.decompress(out.read_bytes()) == gzip.decompress(BUILTIN_CATALOG.read_bytes())
+    for shipped in DEFAULT_PLAYLISTS_DIR.glob("*.csv"):
+        assert (lists / shipped.name).read_text() == shipped.read_text(), shipped.name

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from emotune.cli import main
+from emotune.config import REPO_ROOT
 from emotune.music import load_playlists
 from emotune.music.spotify import SpotifyError, items_to_rows, playlist_id, refresh_playlist, write_playlist
 
@@ -22,10 +28,13 @@ def test_recommend_table_and_json(capsys):
     code, out, _ = run(capsys, "recommend", "--emotion", "sad", "--strategy", "uplift", "-k", "6")
     lines = out.strip().splitlines()
     assert code == 0 and "valence 0.15, energy 0.25" in lines[0] and len(lines) == 2 + 6
-    assert all(" search " in line and "open.spotify.com/search/" in line for line in lines[2:])
+    assert "catalog mode, 686 tracks" in lines[0]  # the built-in catalogue: every track has its Spotify id
+    assert all(" spotify " in line and "open.spotify.com/track/" in line for line in lines[2:])
 
     probs = "0,0,0,0.5,0.5,0,0"
-    code, out, _ = run(capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1")
+    code, out, _ = run(
+        capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1", "music=playlists"
+    )
     payload = json.loads(out)
     assert code == 0 and payload["target"] == {"valence": 0.5, "energy": 0.475}
     assert sorted(t["emotion"] for t in payload["tracks"]) == ["happy", "happy", "sad", "sad"]
@@ -33,9 +42,44 @@ def test_recommend_table_and_json(capsys):
 
     first = payload["tracks"][0]["id"]
     code, out, _ = run(
-        capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1", "--exclude", first
-    )
+        capsys, "recommend", "--probs", probs, "-k", "4", "--json", "--seed", "1", "--exclude", first,
+        "music=playlists",
+    )  # fmt: skip
     assert first not in {t["id"] for t in json.loads(out)["tracks"]}
+
+
+def fresh_clone(root: Path) -> Path:
+    """The package and its configuration, copied where there is no data/ and no development data beside."""
+    for part in ("src", "conf"):
+        shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_recommend_on_a_fresh_clone_plays_real_tracks(tmp_path):
+    """`emotune recommend --emotion sad|happy --json` with neither data/ nor the development data: every track
+    plays (a Spotify id or a local file) and the two lists' valences (real audio features) differ clearly."""
+    clone = fresh_clone(tmp_path / "clone")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTUNE_")}
+    env |= {"PYTHONPATH": str(clone / "src"), "EMOTUNE_SHARED_DIR": str(tmp_path / "no-shared")}
+    where = subprocess.run(
+        [sys.executable, "-c", "import emotune; print(emotune.__file__)"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()).is_relative_to(clone)  # the copy runs, not the checkout
+    mean_valence = {}
+    for emotion in ("sad", "happy"):
+        done = subprocess.run(
+            [sys.executable, "-m", "emotune.cli", "recommend", "--emotion", emotion, "--json"],
+            cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        tracks = json.loads(done.stdout)["tracks"]
+        assert len(tracks) == 10
+        for t in tracks:
+            assert (t["play"]["kind"] == "spotify" and len(t["id"]) == 22) or t["play"]["path"], t
+        mean_valence[emotion] = sum(t["valence"] for t in tracks) / len(tracks)
+    assert mean_valence["happy"] - mean_valence["sad"] >= 0.3, mean_valence
+    assert not (clone / "data").exists()
 
 
 def test_recommend_with_catalogue_override(capsys, shared_data, tmp_path):
@@ -61,7 +105,13 @@ def test_cli_errors_are_clear(capsys):
 def test_music_validate(capsys):
     code, out, _ = run(capsys, "music", "validate", "--json")
     summary = json.loads(out)
+    assert (
+        code == 0 and summary["mode"] == "catalog" and summary["tracks"] == summary["with_spotify_id"] == 686
+    )
+    code, out, _ = run(capsys, "music", "validate", "--json", "music=playlists")
+    summary = json.loads(out)
     assert code == 0 and summary["mode"] == "playlists" and min(summary["per_emotion"].values()) >= 20
+    assert summary["with_spotify_id"] == 19  # the curated songs that are catalogue rows
 
 
 def test_spotify_without_credentials(capsys, monkeypatch):

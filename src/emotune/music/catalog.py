@@ -2,10 +2,16 @@
 
 Both load into one normalised table (`TRACK_COLUMNS`) that the recommender indexes once. Every
 validation error is a `CatalogError` naming the file, the column and the CSV lines, and how to fix it.
+
+The default configuration's catalogue ships in the package (`BUILTIN_CATALOG`, `music.catalog_path: builtin`):
+686 tracks with Spotify ids and audio features, derived by `build_catalog` (`emotune music build-catalog`)
+from the public `data_moods.csv`; `annotate_playlists` gives the built-in lists' songs that are in it their
+Spotify ids and features. Where it comes from and its terms: `tracks/README.md`.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import re
@@ -22,6 +28,23 @@ from emotune.labels import EMOTIONS
 log = logging.getLogger(__name__)
 
 DEFAULT_PLAYLISTS_DIR = Path(__file__).resolve().parent / "playlists"
+BUILTIN = "builtin"  # music.catalog_path value for the catalogue shipped in the package
+BUILTIN_CATALOG = Path(__file__).resolve().parent / "tracks" / "tracks.csv.gz"
+# The columns the built-in catalogue keeps from its source, in this order (everything the recommender reads).
+BUILTIN_COLUMNS = (
+    "id",
+    "name",
+    "artist",
+    "album",
+    "genre",
+    "popularity",
+    "valence",
+    "energy",
+    "danceability",
+    "tempo",
+)
+# Audio features a playlist file may carry beside Name,Album,Artist (popularity on Spotify's 0..100 scale).
+PLAYLIST_FEATURES = ("valence", "energy", "tempo", "popularity")
 
 # The normalised table every source is turned into (one row per playable song).
 TRACK_COLUMNS = (
@@ -289,7 +312,11 @@ def _dedupe(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
-    """One `Name,Album,Artist[,spotify_id][,path]` file (a leading unnamed index column is ignored)."""
+    """One `Name,Album,Artist[,spotify_id][,path]` file (a leading unnamed index column is ignored).
+
+    Optional columns `valence, energy, tempo, popularity` (blank where unknown) carry a song's Spotify audio
+    features; in playlists mode a song still sits at its list's target, and popularity feeds the prior.
+    """
     path = Path(path)
     raw = read_table_csv(path, "playlist file", "", dtype=str, keep_default_na=False)
     columns = {str(c).strip().lower(): c for c in raw.columns}
@@ -312,6 +339,13 @@ def load_playlist_file(path: Path | str, emotion: str) -> pd.DataFrame:
         raise CatalogError(
             f"{path}: Name or Artist is empty on {line_numbers(blank)}; fill them or delete those rows"
         )
+    for feature in PLAYLIST_FEATURES:  # optional, blank where unknown
+        if feature in columns:
+            text = raw[columns[feature]].str.strip()
+            values = pd.DataFrame({feature: text.mask(text == "")})
+            frame[feature] = numeric_column(values, feature, str(columns[feature]), path, required=False)
+    if "popularity" in frame:
+        frame["popularity"] = frame["popularity"] / 100.0  # Spotify's 0..100, as the catalogue has it
 
     id_column = next((columns[c] for c in _PLAYLIST_ID_COLUMNS if c in columns), None)
     spotify = []
@@ -384,3 +418,87 @@ def load_playlists(directory: Path | str | None = None) -> pd.DataFrame:
             "%s: no playlist for %s; the nearest moods' lists stand in", directory, ", ".join(missing)
         )
     return pd.concat([frames[e] for e in EMOTIONS if e in frames], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------ the built-in catalogue
+
+
+def build_catalog(source: Path | str, out: Path | str = BUILTIN_CATALOG) -> pd.DataFrame:
+    """Derive the compact catalogue from a Spotify feature CSV (the public `data_moods.csv[.gz]`).
+
+    The source is validated as a catalogue first (so the result loads); then only `BUILTIN_COLUMNS` are kept,
+    with the source's own text for every value (no float re-rounding), rows in the source's order, repeats
+    dropped as `load_feature_catalog` drops them, the literal genre "N/A" left blank. Written as gzip with no
+    name or time in its header, so the same source gives the same bytes. Returns the loaded result.
+    """
+    source, out = Path(source), Path(out)
+    valid = load_feature_catalog(source)
+    raw = read_table_csv(source, "source catalogue", "", dtype=str, keep_default_na=False)
+    missing = [c for c in BUILTIN_COLUMNS if c not in raw.columns]
+    if missing:
+        raise CatalogError(
+            f"{source}: columns {', '.join(missing)} are missing; the built-in catalogue keeps "
+            f"{', '.join(BUILTIN_COLUMNS)}"
+        )
+    kept = raw.loc[raw["id"].isin(set(valid["id"])) & ~raw["id"].duplicated(), list(BUILTIN_COLUMNS)]
+    kept = kept.apply(lambda column: column.str.strip())
+    kept.loc[kept["genre"].str.upper() == "N/A", "genre"] = ""
+    text = kept.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    # No file name and time 0 in the gzip header (like `gzip -n`): the same source, the same bytes.
+    with (
+        atomic_output(out) as tmp,
+        open(tmp, "wb") as handle,
+        gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=9, mtime=0) as packed,
+    ):
+        packed.write(text)
+    frame = load_feature_catalog(out)
+    log.info("%s: %d tracks from %s", out, len(frame), source)
+    return frame
+
+
+def _number_text(value: float) -> str:
+    """The shortest text that reads back as the same float ('' for NaN, no '.0' on whole numbers)."""
+    if pd.isna(value):
+        return ""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def annotate_playlists(catalog: pd.DataFrame, directory: Path | str | None = None) -> dict[str, int]:
+    """Give playlist songs that are catalogue rows (same artist and title) their Spotify id and features.
+
+    Rewrites each `<emotion>.csv` of `directory` (default: the built-in lists) with the columns `spotify_id`
+    and `PLAYLIST_FEATURES`; other columns and rows stay as they were. A song whose file already names a
+    different Spotify id keeps it, and its features are left alone. Returns {file name: songs matched}.
+    """
+    directory = Path(directory) if directory is not None else DEFAULT_PLAYLISTS_DIR
+    rows = {key: row for key, row in zip(song_keys(catalog), catalog.to_dict("records"), strict=True)}
+    matched: dict[str, int] = {}
+    for file in sorted(p for p in directory.glob("*.csv") if not p.name.startswith(".")):
+        emotion = canonical_emotion(file.stem)
+        raw = read_table_csv(file, "playlist file", "", dtype=str, keep_default_na=False)
+        columns = {str(c).strip().lower(): c for c in raw.columns}
+        id_column = next((columns[c] for c in _PLAYLIST_ID_COLUMNS if c in columns), "spotify_id")
+        for column in (id_column, *PLAYLIST_FEATURES):
+            if column not in raw:
+                raw[column] = ""
+        keys = [song_key(a, n) for a, n in zip(raw[columns["artist"]], raw[columns["name"]], strict=True)]
+        count = 0
+        for index, key in zip(raw.index, keys, strict=True):
+            row = rows.get(key)
+            if row is None or not row["spotify_id"]:
+                continue
+            have = parse_spotify_track(raw.at[index, id_column])
+            if have and have != row["spotify_id"]:
+                continue
+            raw.at[index, id_column] = row["spotify_id"]
+            for feature in PLAYLIST_FEATURES:
+                value = row[feature]
+                if feature == "popularity" and not pd.isna(value):
+                    value = round(value * 100.0, 6)  # back to Spotify's 0..100
+                raw.at[index, feature] = _number_text(value)
+            count += 1
+        write_csv_atomic(raw, file)
+        load_playlist_file(file, emotion)  # what was written still loads
+        matched[file.name] = count
+    return matched

@@ -1,4 +1,4 @@
-"""CLI: `emotune recommend`, `emotune music validate | download | spotify-refresh`."""
+"""CLI: `emotune recommend`, `emotune music validate | build-catalog | download | spotify-refresh`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from emotune.labels import EMOTIONS
 KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with audio features
 KAGGLE_FILE = "dataset.csv"
 DOWNLOAD_OUT = "data/music/spotify_tracks.csv"  # what conf/music/spotify_tracks.yaml reads
+CATALOG_SOURCE = "data/music/data_moods.csv.gz"  # where docs/data.md puts the public data_moods.csv
 
 
 def _music_cfg(overrides: list[str]) -> Any:
@@ -126,6 +127,22 @@ def _validate(args: Any) -> int:
     return 0
 
 
+def _build_catalog(args: Any) -> int:
+    from emotune.music.catalog import BUILTIN_CATALOG, annotate_playlists, build_catalog
+
+    out = Path(args.out) if args.out else BUILTIN_CATALOG
+    try:
+        catalog = build_catalog(args.source, out)
+        matched = {} if args.no_playlists else annotate_playlists(catalog, args.playlists)
+    except _errors() as exc:
+        return _fail(exc)
+    print(f"wrote {out}: {len(catalog)} tracks from {args.source}")
+    if matched:
+        counts = ", ".join(f"{name} {n}" for name, n in matched.items())
+        print(f"playlist songs given their Spotify id and features: {sum(matched.values())} ({counts})")
+    return 0
+
+
 def download_catalog(
     dataset: str = KAGGLE_DATASET, filename: str = KAGGLE_FILE, out: str | Path = DOWNLOAD_OUT
 ) -> Path:
@@ -183,15 +200,29 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="default: music.seed")
     p.add_argument("--exclude", help="comma-separated track ids played recently")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=moods music.library_dir=~/Music")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=playlists music.k=5")
     p.set_defaults(func=_recommend)
 
     music = sub.add_parser("music", help="music catalogues: validate, download, Spotify refresh")
     cmds = music.add_subparsers(dest="music_command", required=True)
     v = cmds.add_parser("validate", help="load and check the configured catalogue, playlists and library")
     v.add_argument("--json", action="store_true")
-    v.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=moods")
+    v.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=playlists")
     v.set_defaults(func=_validate)
+
+    b = cmds.add_parser(
+        "build-catalog",
+        help="derive the built-in catalogue (music.catalog_path: builtin) from data_moods.csv",
+        description="Keeps the columns the recommender reads, with the source's values, as a reproducible "
+        "gzip; then gives the playlist songs that are catalogue rows their Spotify ids and features.",
+    )
+    b.add_argument(
+        "--source", default=CATALOG_SOURCE, help=f"the source CSV(.gz) (default: {CATALOG_SOURCE})"
+    )
+    b.add_argument("--out", help="the catalogue to write (default: the built-in one)")
+    b.add_argument("--playlists", help="playlist folder to annotate (default: the built-in lists)")
+    b.add_argument("--no-playlists", action="store_true", help="leave the playlist files as they are")
+    b.set_defaults(func=_build_catalog)
 
     d = cmds.add_parser("download", help="fetch a Kaggle catalogue of tracks with audio features (kagglehub)")
     d.add_argument("--dataset", default=KAGGLE_DATASET, help="Kaggle dataset handle owner/name")

@@ -36,6 +36,8 @@ import pandas as pd
 
 from emotune.labels import EMOTIONS
 from emotune.music.catalog import (
+    BUILTIN,
+    BUILTIN_CATALOG,
     CatalogError,
     artist_key,
     canonical_emotion,
@@ -255,13 +257,17 @@ class Recommender:
         library_dir: str | Path | None = None,
         **options: Any,
     ) -> Recommender:
-        """Load the catalogue (or the playlist files when there is none) and the local library, once."""
+        """Load the catalogue (or the playlist files when there is none) and the local library, once.
+
+        `catalog_path="builtin"` is the catalogue shipped in the package (the default configuration's).
+        """
         from emotune.music.catalog import track_table
         from emotune.music.library import place_library, read_sidecar, scan_library
 
         start = time.perf_counter()
         if catalog_path:
-            mode, pool = "catalog", load_feature_catalog(resolve_path(catalog_path), catalog_columns)
+            path = BUILTIN_CATALOG if str(catalog_path) == BUILTIN else resolve_path(catalog_path)
+            mode, pool = "catalog", load_feature_catalog(path, catalog_columns)
         else:
             mode = "playlists"
             pool = load_playlists(resolve_path(playlists_dir) if playlists_dir else None)
