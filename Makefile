@@ -24,8 +24,8 @@ help:  ## list the targets (this text)
 
 env: .venv/.synced  ## create/refresh the virtual environment from uv.lock
 
-serve: env  ## start the service and its page on http://127.0.0.1:3000 (options: emotune serve --help)
-	$(RUN) emotune serve
+serve: env  ## start the service and its page on http://127.0.0.1:3000 (MUSIC=DIR: your audio files; emotune serve --help)
+	$(RUN) emotune serve$(if $(MUSIC), --music-dir "$(MUSIC)")
 
 params: env  ## recompose params.yaml from conf/ (run after editing conf/)
 	$(RUN) emotune config compose --out params.yaml

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emotune.serving import ENV_SETTINGS, analysis_json, load_recommender, serve_settings
+from emotune.serving import ENV_SETTINGS, MUSIC_DIR_ENV, analysis_json, load_recommender, serve_settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -55,22 +57,65 @@ def _analyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """`bentoml serve` of the repository's service, with the EMOTUNE_* settings from the options."""
-    from emotune.config import REPO_ROOT
+def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The `bentoml serve` command line and its environment for `emotune serve`'s options: each option sets
+    the variable of the serve setting of the same name (ENV_SETTINGS), --model $EMOTUNE_MODEL_DIR and
+    --music-dir $EMOTUNE_MUSIC_DIR (an absolute path: bentoml runs from the repository root)."""
     from emotune.recognizer import MODEL_DIR_ENV
 
-    env = dict(os.environ)
-    # Each option sets the variable of the serve setting of the same name (ENV_SETTINGS).
+    env = dict(environ)
     variables = {setting: var for var, (setting, _) in ENV_SETTINGS.items()} | {"model": MODEL_DIR_ENV}
     for option, var in variables.items():
         if getattr(args, option, None) is not None:
             env[var] = str(getattr(args, option))
+    if getattr(args, "music_dir", None):
+        env[MUSIC_DIR_ENV] = str(Path(args.music_dir).expanduser().resolve())
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     command = [sys.executable, "-m", "bentoml", "serve", "service:Emotune"]
     if args.development:
         command.append("--development")
+    return command, env
+
+
+def check_music(music_dir: str | Path, overrides: Sequence[str] = ()) -> Any:
+    """Load the recommender with `music_dir` as music.library_dir, before any server starts: a missing or
+    unreadable folder, or a broken sidecar, fails here with its message; the scan fills the tag cache that
+    the server's workers then read. Prints what was found to stderr; returns the Recommender."""
+    from emotune.music.library import library_folder
+    from emotune.music.recommender import Recommender
+
+    folder = library_folder(music_dir)
+    cfg = serve_settings(overrides)
+    cfg.music.library_dir = str(folder)
+    recommender = Recommender.from_config(cfg)
+    print(f"music: {library_summary(folder, recommender.library)}", file=sys.stderr, flush=True)
+    return recommender
+
+
+def library_summary(folder: str | Path, placed: Mapping[str, list[str]]) -> str:
+    """'<folder>: 40 files placed (match 3, genre 37), 2 without a mood (<how to see them>)'."""
+    counts = {how: len(paths) for how, paths in placed.items()}
+    rules = ", ".join(f"{how} {n}" for how, n in counts.items() if how != "unplaced" and n)
+    total = sum(n for how, n in counts.items() if how != "unplaced")
+    unplaced = counts.get("unplaced", 0)
+    validate = f"emotune music validate --music-dir {shlex.quote(str(folder))}"
+    hint = f" ({validate} lists them and how to place them)" if unplaced else ""
+    return f"{folder}: {total} files placed ({rules or 'none'}), {unplaced} without a mood{hint}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`bentoml serve` of the repository's service, with the EMOTUNE_* settings from the options."""
+    from emotune.config import REPO_ROOT
+    from emotune.music.catalog import CatalogError
+
+    if args.music_dir:
+        try:
+            check_music(args.music_dir)
+        except (CatalogError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    command, env = serve_command(args, os.environ)
     os.chdir(REPO_ROOT)
     os.execvpe(command[0], command, env)  # replaces this process: Ctrl+C goes straight to BentoML
     return 0  # pragma: no cover
@@ -103,5 +148,12 @@ def register(sub: Any) -> None:
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: serve.workers)")
     s.add_argument("--threads", type=int, default=None, help="request threads per worker (serve.threads)")
     s.add_argument("--model", default=None, help="serve this model folder instead of the store / models/")
+    s.add_argument(
+        "--music-dir",
+        default=None,
+        metavar="PATH",
+        help="a folder of your own audio files (mp3/ogg/flac/wav/m4a...), played in the page "
+        "(music.library_dir); checked and scanned before the server starts",
+    )
     s.add_argument("--development", action="store_true", help="BentoML development mode (one process)")
     s.set_defaults(func=_serve)

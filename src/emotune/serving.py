@@ -22,6 +22,9 @@ ENV_SETTINGS: dict[str, tuple[str, type]] = {
     "EMOTUNE_THREADS": ("threads", int),
     "EMOTUNE_INTRA_OP_THREADS": ("intra_op_threads", int),
 }
+# A folder of the listener's own audio files: music.library_dir (`emotune serve --music-dir` sets it). A
+# variable of its own rather than a Hydra override, so any path works, spaces and all.
+MUSIC_DIR_ENV = "EMOTUNE_MUSIC_DIR"
 
 
 def freeze_loaded_objects() -> None:
@@ -35,10 +38,13 @@ def freeze_loaded_objects() -> None:
 
 def serve_settings(overrides: Sequence[str] = ()) -> DictConfig:
     """The composed configuration: conf/ + $EMOTUNE_OVERRIDES (space-separated Hydra overrides, e.g.
-    "serve.max_image_bytes=2000000 music.k=5") + `overrides`, then the EMOTUNE_* variables on `serve`."""
+    "serve.max_image_bytes=2000000 music.k=5") + `overrides`, then the EMOTUNE_* variables on `serve` and
+    $EMOTUNE_MUSIC_DIR on music.library_dir."""
     from emotune.config import compose
 
     cfg = compose([*os.environ.get("EMOTUNE_OVERRIDES", "").split(), *overrides])
+    if os.environ.get(MUSIC_DIR_ENV):
+        cfg.music.library_dir = os.environ[MUSIC_DIR_ENV]
     for env, (key, kind) in ENV_SETTINGS.items():
         if os.environ.get(env):
             try:

@@ -2,49 +2,37 @@
 
 from __future__ import annotations
 
-import wave
+import json
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from mutagen.easyid3 import EasyID3
-from mutagen.id3 import TCON, TIT2, TPE1
-from mutagen.wave import WAVE
+from helpers.music import make_library, make_mp3, make_wav
 
+from emotune.cli import main
 from emotune.music import CatalogError, Recommender
+from emotune.music import library as library_module
 from emotune.music.catalog import track_table
-from emotune.music.library import SIDECAR_NAME, read_tags, scan_library
-
-# MPEG-1 Layer III, 128 kbit/s, 44.1 kHz frame header; zero side info decodes as silence.
-MP3_FRAME = bytes([0xFF, 0xFB, 0x90, 0x64]) + bytes(417 - 4)
-
-
-def make_wav(path: Path, seconds: float = 0.5, **tags: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\x00\x00" * int(8000 * seconds))
-    if tags:
-        audio = WAVE(path)
-        audio.add_tags()
-        for frame, key in ((TIT2, "title"), (TPE1, "artist"), (TCON, "genre")):
-            if key in tags:
-                audio.tags.add(frame(encoding=3, text=tags[key]))
-        audio.save()
-    return path
+from emotune.music.library import (
+    CACHE_DIR_ENV,
+    SIDECAR_NAME,
+    cache_dir,
+    library_cache_path,
+    read_tags,
+    scan_library,
+)
 
 
-def make_mp3(path: Path, frames: int = 40, **tags: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(MP3_FRAME * frames)
-    if tags:
-        audio = EasyID3()
-        for key, value in tags.items():
-            audio[key] = value
-        audio.save(path)
-    return path
+@pytest.fixture(scope="module", autouse=True)
+def scan_cache(tmp_path_factory) -> Iterator[Path]:
+    """Library scans keep their tag cache here, not in the user's cache folder."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_DIR_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +131,155 @@ def test_sidecar_errors(tmp_path):
         Recommender.from_files(library_dir=tmp_path)
     with pytest.raises(CatalogError, match="library folder not found"):
         Recommender.from_files(library_dir=tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------- folder names
+
+
+def test_emotion_folders_place_their_files(tmp_path):
+    make_wav(tmp_path / "sad" / "Artist A" / "a.wav", title="A", artist="Artist A")  # nearest emotion folder
+    make_wav(tmp_path / "Happy" / "calm" / "b.wav", title="B", artist="Artist B")  # calm -> neutral, nearer
+    make_wav(tmp_path / "Happy Mondays" / "c.wav", title="C", artist="Artist C")  # a band, not a mood
+    make_wav(tmp_path / "sad" / "d.wav", title="D", artist="Artist D")  # the sidecar beats the folder
+    (tmp_path / SIDECAR_NAME).write_text("path,emotion\nsad/d.wav,happy\n")
+    rec = Recommender.from_files(library_dir=tmp_path)
+    name = lambda how: sorted(Path(p).name for p in rec.library[how])  # noqa: E731
+    assert name("folder") == ["a.wav", "b.wav"] and name("sidecar") == ["d.wav"]
+    assert name("unplaced") == ["c.wav"]
+    where = {t.name: t.emotion for t in rec.recommend("sad", k=30) if t.source == "library"}
+    assert where == {"A": "sad"}  # playlists mode: a placed file joins the nearest mood's list
+    assert "B" in {t.name for t in rec.recommend("neutral", k=30)}
+
+
+# ------------------------------------------------------------------------------------------- scan cache
+
+
+def count_tag_reads(monkeypatch) -> list[Path]:
+    reads: list[Path] = []
+    real = library_module.read_tags
+
+    def counting(path: Path) -> dict[str, object]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(library_module, "read_tags", counting)
+    return reads
+
+
+def test_a_second_scan_reads_no_tags(tmp_path, monkeypatch):
+    root = tmp_path / "music"
+    files = make_library(root, 12)
+    (root / "broken.mp3").write_bytes(b"not audio")  # a damaged file is remembered as damaged
+    reads = count_tag_reads(monkeypatch)
+    first = scan_library(root)
+    assert len(reads) == 13 and len(first) == 12 and library_cache_path(root).is_file()
+
+    reads.clear()
+    second = scan_library(root)
+    assert reads == [] and second.equals(first)  # all from the cache: no file opened for its tags
+
+    make_wav(files[3], seconds=0.1, title="Changed", artist="Someone Else")  # new size and time
+    os.utime(files[5], ns=(1_000_000_000, 1_000_000_000))  # only the time changes
+    make_wav(root / "new.wav", title="New", artist="Newcomer")
+    files[7].unlink()
+    reads.clear()
+    third = scan_library(root)
+    assert sorted(p.name for p in reads) == ["0003.wav", "0005.wav", "new.wav"]
+    assert len(third) == 12 and "Changed" in set(third["title"]) and "Song 7" not in set(third["title"])
+    reads.clear()
+    scan_library(root)
+    assert reads == []
+    # the cache lives in the cache folder, keyed by the library's absolute path; the library gets nothing
+    assert library_cache_path(root).parent == cache_dir() / "library"
+    assert sorted(p.name for p in root.iterdir()) == ["broken.mp3", "many", "new.wav"]
+    assert library_cache_path(root) != library_cache_path(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json {", "[1, 2]", '{"version": 99, "files": {}}', '{"version": 1, "folder": "/x", "files": {}}'],
+)
+def test_a_corrupt_cache_is_ignored_with_a_log_line(tmp_path, monkeypatch, caplog, damage):
+    root = tmp_path / "music"
+    make_library(root, 3)
+    scan_library(root)
+    library_cache_path(root).write_text(damage)
+    reads = count_tag_reads(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="emotune.music.library"):
+        frame = scan_library(root)
+    assert len(frame) == 3 and len(reads) == 3
+    assert "library scan cache ignored" in caplog.text and str(library_cache_path(root)) in caplog.text
+    reads.clear()
+    scan_library(root)  # rewritten whole
+    assert reads == []
+
+
+def test_damaged_cache_entries_are_read_again(tmp_path, monkeypatch):
+    root = tmp_path / "music"
+    make_library(root, 3)
+    scan_library(root)
+    cache = library_cache_path(root)
+    data = json.loads(cache.read_text())
+    data["files"]["many/0000.wav"]["tags"] = "nonsense"
+    data["files"]["many/0001.wav"]["tags"].pop("title")
+    cache.write_text(json.dumps(data))
+    reads = count_tag_reads(monkeypatch)
+    assert len(scan_library(root)) == 3 and sorted(p.name for p in reads) == ["0000.wav", "0001.wav"]
+
+
+def test_cache_folder_defaults_and_unwritable(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv(CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "emotune"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "emotune"
+    # A cache that cannot be written costs the next start a full read, nothing more.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "file" / "below-a-file"))
+    make_library(tmp_path / "music", 2)
+    with caplog.at_level(logging.WARNING, logger="emotune.music.library"):
+        assert len(scan_library(tmp_path / "music")) == 2
+    assert "could not write the library scan cache" in caplog.text
+
+
+def test_a_big_scan_shows_progress_then_comes_from_the_cache(tmp_path, capsys, caplog):
+    root = tmp_path / "music"
+    make_library(root, 210)
+    with caplog.at_level(logging.INFO, logger="emotune.music.library"):
+        scan_library(root)
+        assert "reading tags" in capsys.readouterr().err  # tqdm, on stderr
+        assert "210 audio files (0 from the scan cache, 210 read, 0 unreadable)" in caplog.text
+        caplog.clear()
+        scan_library(root)
+        assert "reading tags" not in capsys.readouterr().err
+        assert "210 audio files (210 from the scan cache, 0 read, 0 unreadable)" in caplog.text
+
+
+# ------------------------------------------------------------------------------------- unplaced files
+
+
+def test_validate_counts_unplaced_files_and_says_how_to_place_them(library, capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="emotune.music.library"):
+        assert main(["music", "validate", "--music-dir", str(library), "music=playlists"]) == 0
+    out = capsys.readouterr().out
+    assert "'unplaced': 1" in out and "unplaced: 1 file has no mood" in out
+    assert f"unplaced: {library.resolve() / 'noise.wav'}" in out
+    assert "`noise.wav,sad`" in out and "folder named after an emotion" in out and "genre tag" in out
+    assert "1 of 5 files have no mood" in caplog.text and SIDECAR_NAME in caplog.text  # the log says it too
+
+    assert main(["music", "validate", "--json", "--music-dir", str(library)]) == 0  # the default catalogue
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "catalog" and summary["library"]["unplaced"] == len(summary["unplaced"]) == 3
+    # Hurt and Weightless are built-in playlist songs but no catalogue rows: nothing places them here
+    unplaced = {Path(p).name for p in summary["unplaced"]}
+    assert unplaced == {"noise.wav", "cash.wav", "Marconi Union - Weightless.mp3"}
+    assert any(SIDECAR_NAME in way for way in summary["how_to_place"])
+
+
+def test_validate_lists_at_most_twenty_unplaced(tmp_path, capsys):
+    make_library(tmp_path / "music", 23)
+    assert main(["music", "validate", "--music-dir", str(tmp_path / "music")]) == 0
+    out = capsys.readouterr().out
+    assert "unplaced: 23 files have no mood" in out and out.count("  unplaced: ") == 20
+    assert "... and 3 more (--json lists them all)" in out

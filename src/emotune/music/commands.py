@@ -16,12 +16,19 @@ KAGGLE_DATASET = "maharshipandya/-spotify-tracks-dataset"  # ~114k tracks with a
 KAGGLE_FILE = "dataset.csv"
 DOWNLOAD_OUT = "data/music/spotify_tracks.csv"  # what conf/music/spotify_tracks.yaml reads
 CATALOG_SOURCE = "data/music/data_moods.csv.gz"  # where docs/data.md puts the public data_moods.csv
+UNPLACED_LISTED = 20  # `music validate` lists this many unplaced files (all of them with --json)
 
 
-def _music_cfg(overrides: list[str]) -> Any:
+def _music_cfg(overrides: list[str], music_dir: str | None = None) -> Any:
+    """cfg.music composed with the overrides; --music-dir (checked first) becomes music.library_dir."""
     from emotune.config import compose
+    from emotune.music.library import library_folder
 
-    return compose(overrides).music
+    folder = library_folder(music_dir) if music_dir else None
+    music = compose(overrides).music
+    if folder is not None:
+        music.library_dir = str(folder)
+    return music
 
 
 def _fail(exc: Exception) -> int:
@@ -80,7 +87,7 @@ def _recommend(args: Any) -> int:
 
     try:
         mood = args.emotion if args.emotion else parse_probs(args.probs)
-        recommender = Recommender.from_config(_music_cfg(args.overrides))
+        recommender = Recommender.from_config(_music_cfg(args.overrides, args.music_dir))
         exclude = [i for i in (args.exclude or "").split(",") if i]
         tracks = recommender.recommend(
             mood, strategy=args.strategy, k=args.k, exclude=exclude, seed=args.seed
@@ -109,21 +116,48 @@ def _recommend(args: Any) -> int:
     return 0
 
 
+def unplaced_report(unplaced: list[str], root: str | Path, listed: int = UNPLACED_LISTED) -> list[str]:
+    """The lines `emotune music validate` prints about library files without a mood: how many, the ways to
+    place one, and the first `listed` of them."""
+    from emotune.music.library import placement_fix
+
+    if not unplaced:
+        return []
+    try:
+        example = Path(unplaced[0]).relative_to(root).as_posix()
+    except ValueError:
+        example = Path(unplaced[0]).name
+    count = f"{len(unplaced)} file has" if len(unplaced) == 1 else f"{len(unplaced)} files have"
+    lines = [f"unplaced: {count} no mood and will not be recommended. Give each one of:"]
+    lines += [f"  - {way}" for way in placement_fix(example)]
+    lines += [f"  unplaced: {path}" for path in unplaced[:listed]]
+    if len(unplaced) > listed:
+        lines.append(f"  ... and {len(unplaced) - listed} more (--json lists them all)")
+    return lines
+
+
 def _validate(args: Any) -> int:
-    from emotune.music.recommender import Recommender
+    from emotune.music.library import placement_fix
+    from emotune.music.recommender import Recommender, resolve_path
 
     try:
-        recommender = Recommender.from_config(_music_cfg(args.overrides))
+        music = _music_cfg(args.overrides, args.music_dir)
+        recommender = Recommender.from_config(music)
     except _errors() as exc:
         return _fail(exc)
     summary = recommender.summary()
+    unplaced = recommender.library.get("unplaced", [])
     if args.json:
+        if recommender.library:
+            summary["unplaced"] = unplaced
+            summary["how_to_place"] = placement_fix() if unplaced else []
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
             print(f"{key}: {value}")
-        for path in recommender.library.get("unplaced", []):
-            print(f"  unplaced (add to emotune_moods.csv): {path}")
+        root = resolve_path(music.library_dir).resolve() if music.get("library_dir") else Path()
+        for line in unplaced_report(unplaced, root):
+            print(line)
     return 0
 
 
@@ -200,6 +234,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="default: music.seed")
     p.add_argument("--exclude", help="comma-separated track ids played recently")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--music-dir", metavar="PATH", help="a folder of your own audio files (music.library_dir)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=playlists music.k=5")
     p.set_defaults(func=_recommend)
 
@@ -207,6 +242,7 @@ def register(sub: Any) -> None:
     cmds = music.add_subparsers(dest="music_command", required=True)
     v = cmds.add_parser("validate", help="load and check the configured catalogue, playlists and library")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--music-dir", metavar="PATH", help="a folder of your own audio files (music.library_dir)")
     v.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. music=playlists")
     v.set_defaults(func=_validate)
 

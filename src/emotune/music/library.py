@@ -6,21 +6,37 @@ Placing a file in valence–energy space (first rule that applies wins):
    playlist song when no catalogue is configured): that row becomes playable from the file.
 2. **sidecar** — `emotune_moods.csv` in the library folder lists `path` (relative to the folder) and either
    `emotion` (one of the seven) or `valence` and `energy` (0..1). The user's word beats any guess.
-3. **genre** — the genre tag contains a known keyword (`GENRE_POINTS`): a rough point for that style.
-4. otherwise the file is **unplaced**: listed by `emotune music validate` and never recommended (we do not
-   guess a mood from nothing; add it to the sidecar).
+3. **folder** — a folder on the file's way down from the library folder is named after an emotion
+   (`sad/`, `Happy/`, `calm/` ...; `EMOTION_ALIASES`): that mood's target. The nearest such folder wins.
+4. **genre** — the genre tag contains a known keyword (`GENRE_POINTS`): a rough point for that style.
+5. otherwise the file is **unplaced**: counted in the log, listed by `emotune music validate` and never
+   recommended (we do not guess a mood from nothing; `PLACEMENT_FIX` says how to place it).
+
+Reading tags is the slow part of a big library (minutes for thousands of files on a slow disk), so a scan is
+cached: `scan_library` keeps each file's tags in a JSON file under the user's cache folder
+(`library_cache_path`: `$EMOTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/emotune`, else `~/.cache/emotune`; one
+file per library folder, written atomically), keyed by the file's path, size and modification time. The next
+scan reads only new or changed files; a damaged cache is ignored with a log line. The library folder itself is
+never written to.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from emotune.atomic import atomic_output
 from emotune.music.catalog import (
+    EMOTION_ALIASES,
     CatalogError,
     canonical_emotion,
     line_numbers,
@@ -35,6 +51,25 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".m4a", ".mp4", ".aac")
 SIDECAR_NAME = "emotune_moods.csv"
+PLACEMENT_RULES = ("match", "sidecar", "folder", "genre")
+CACHE_DIR_ENV = "EMOTUNE_CACHE_DIR"
+CACHE_VERSION = 1
+_TAG_FIELDS = ("title", "artist", "album", "genre")
+# How to give an unplaced file a mood (the log, `emotune serve` and `emotune music validate` say it).
+PLACEMENT_WAYS = (
+    "a line in " + SIDECAR_NAME + " in the library folder: `path,emotion` (e.g. `{example},sad`) or "
+    "`path,valence,energy` (values 0..1)",
+    "a folder named after an emotion on its way: angry, disgust, fear, happy, sad, surprise, neutral "
+    "(also calm, sadness, ...)",
+    "a genre tag emotune knows: metal, punk, rock, pop, hip hop, jazz, folk, classical, ambient, ...",
+    "artist and title tags of a catalogue track: the file then plays in that track's place",
+)
+
+
+def placement_fix(example: str = "Albums/song.mp3") -> list[str]:
+    """PLACEMENT_WAYS, with `example` (a path relative to the library folder) in the sidecar line."""
+    return [way.format(example=example) for way in PLACEMENT_WAYS]
+
 
 # Rough typical (valence, energy) per style, after the genre means of large Spotify feature datasets;
 # checked in order, so specific words come before general ones ("hard rock" before "rock").
@@ -115,20 +150,140 @@ def read_tags(path: Path) -> dict[str, object]:
     return info
 
 
-def scan_library(directory: Path | str) -> pd.DataFrame:
-    """One row per audio file under `directory`: path (absolute), title, artist, album, genre, duration."""
+def library_folder(path: Path | str) -> Path:
+    """The library folder as an absolute path, or a CatalogError saying what is wrong with it (checked
+    before a server starts, so a typo fails in a second rather than after the model has loaded)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise CatalogError(f"{folder}: music folder not found; give an existing folder of audio files")
+    if not folder.is_dir():
+        raise CatalogError(f"{folder}: not a folder; give the folder that holds your audio files")
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except OSError as exc:
+        raise CatalogError(
+            f"{folder}: the music folder cannot be read ({exc.strerror or exc}); check its permissions"
+        ) from None
+    return folder.resolve()
+
+
+def cache_dir() -> Path:
+    """Where emotune keeps caches: $EMOTUNE_CACHE_DIR, else $XDG_CACHE_HOME/emotune, else ~/.cache/emotune."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "emotune"
+
+
+def library_cache_path(directory: Path | str) -> Path:
+    """The scan cache of one library folder (named by a hash of its absolute path)."""
+    digest = hashlib.sha256(str(Path(directory).expanduser().resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "library" / f"{digest}.json"
+
+
+def _read_cache(path: Path, directory: Path) -> dict[str, dict]:
+    """The cached entries {relative path: entry}, or {} when there is no usable cache (said in the log)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+            raise ValueError(f"not a version {CACHE_VERSION} library cache")
+        if data.get("folder") != str(directory):
+            raise ValueError(f"it belongs to {data.get('folder')!r}")
+        files = data.get("files")
+        if not isinstance(files, dict):
+            raise ValueError("no file list")
+        return files
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log.warning("%s: library scan cache ignored (%s); reading every file's tags again", path, exc)
+        return {}
+
+
+def _cached(entry: object, stat: os.stat_result) -> dict[str, object] | str | None:
+    """A cache entry's tags (a dict) or its error (a str) when it describes this very file, else None."""
+    if not isinstance(entry, dict) or entry.get("size") != stat.st_size:
+        return None
+    if entry.get("mtime_ns") != stat.st_mtime_ns:
+        return None
+    if isinstance(entry.get("error"), str):
+        return entry["error"]
+    tags = entry.get("tags")
+    if not isinstance(tags, dict) or not all(isinstance(tags.get(f), str) for f in _TAG_FIELDS):
+        return None
+    if not isinstance(tags.get("duration"), int | float):
+        return None
+    return tags
+
+
+def _write_cache(path: Path, directory: Path, files: dict[str, dict]) -> None:
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_text(
+                json.dumps({"version": CACHE_VERSION, "folder": str(directory), "files": files}),
+                encoding="utf-8",
+            )
+    except OSError as exc:  # a read-only home must not stop the music: the next start reads the tags again
+        log.warning("%s: could not write the library scan cache (%s)", path, exc)
+
+
+def scan_library(directory: Path | str, cache: bool = True) -> pd.DataFrame:
+    """One row per audio file under `directory`: path (absolute), title, artist, album, genre, duration.
+
+    With `cache`, tags come from the scan cache for files whose path, size and modification time are
+    unchanged, and only the others are read (with a progress bar on stderr when there are many); the cache is
+    rewritten when anything changed. Damaged files are skipped with a log line, and remembered as such.
+    """
     from tqdm import tqdm
 
+    start = time.perf_counter()
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise CatalogError(f"{directory}: music library folder not found; fix music.library_dir (or null)")
+    directory = directory.resolve()
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    rows = []
-    for file in tqdm(files, desc="reading tags", unit="file", disable=len(files) < 200):
+    cache_path = library_cache_path(directory)
+    old = _read_cache(cache_path, directory) if cache else {}
+    entries: dict[str, dict] = {}
+    found: dict[str, dict[str, object] | str] = {}
+    todo: list[tuple[Path, str, os.stat_result]] = []
+    for file in files:
+        key = file.relative_to(directory).as_posix()
+        stat = file.stat()
+        hit = _cached(old.get(key), stat)
+        if hit is None:
+            todo.append((file, key, stat))
+        else:
+            found[key], entries[key] = hit, old[key]
+    for file, key, stat in tqdm(
+        todo, desc=f"reading tags in {directory}", unit="file", disable=len(todo) < 200, file=sys.stderr
+    ):
+        entry: dict[str, object] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         try:
-            rows.append({"path": str(file.resolve()), **read_tags(file)})
+            found[key] = entry["tags"] = read_tags(file)
         except CatalogError as exc:
-            log.warning("skipped: %s", exc)  # one damaged file must not hide the rest of the library
+            found[key] = entry["error"] = str(exc)
+        entries[key] = entry
+    rows, skipped = [], 0
+    for file in files:
+        info = found[file.relative_to(directory).as_posix()]
+        if isinstance(info, str):
+            log.warning("skipped: %s", info)  # one damaged file must not hide the rest of the library
+            skipped += 1
+        else:
+            rows.append({"path": str(file.resolve()), **{k: info[k] for k in (*_TAG_FIELDS, "duration")}})
+    if cache and (todo or set(old) != set(entries)):
+        _write_cache(cache_path, directory, entries)
+    log.info(
+        "library %s: %d audio files (%d from the scan cache, %d read, %d unreadable) in %.1fs",
+        directory,
+        len(files),
+        len(files) - len(todo),
+        len(todo),
+        skipped,
+        time.perf_counter() - start,
+    )
     return pd.DataFrame(rows, columns=["path", "title", "artist", "album", "genre", "duration"])
 
 
@@ -179,19 +334,37 @@ def genre_point(genre: str) -> tuple[float, float] | None:
     return None
 
 
+def folder_emotion(path: str, root: Path | None) -> str | None:
+    """The emotion named by the nearest folder between `root` and the file (`sad/`, `Happy/`, `calm/`)."""
+    if root is None:
+        return None
+    try:
+        folders = Path(path).relative_to(root).parts[:-1]
+    except ValueError:  # a file linked in from outside the library folder
+        return None
+    for name in reversed(folders):
+        emotion = EMOTION_ALIASES.get(name.strip().lower())
+        if emotion:
+            return emotion
+    return None
+
+
 def place_library(
     library: pd.DataFrame,
     pool: pd.DataFrame,
     sidecar: dict[str, tuple[float, float] | str],
     targets: dict[str, tuple[float, float]],
+    root: Path | str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
-    """Merge library files into the pool (rules in the module docstring).
+    """Merge library files into the pool (rules in the module docstring; `root`, the library folder, enables
+    the folder rule).
 
     Returns (pool with `path` filled for matched rows, new `source="library"` rows, paths by rule:
-    {"match": [...], "sidecar": [...], "genre": [...], "unplaced": [...]}).
+    {"match": [...], "sidecar": [...], "folder": [...], "genre": [...], "unplaced": [...]}).
     """
     pool = pool.copy()
-    placed: dict[str, list[str]] = {"match": [], "sidecar": [], "genre": [], "unplaced": []}
+    root = Path(root).expanduser().resolve() if root is not None else None
+    placed: dict[str, list[str]] = {how: [] for how in (*PLACEMENT_RULES, "unplaced")}
     keys = song_keys(pool)
     row_of = {key: i for i, key in zip(pool.index, keys, strict=True) if not pool.at[i, "path"]}
     new_rows = []
@@ -202,6 +375,8 @@ def place_library(
             placed["match"].append(record.path)
             continue
         point, how = sidecar.get(record.path), "sidecar"
+        if point is None:
+            point, how = folder_emotion(record.path, root), "folder"
         if isinstance(point, str):
             point = targets[point]
         if point is None:
@@ -225,9 +400,10 @@ def place_library(
         )
     if placed["unplaced"]:
         log.warning(
-            "library: %d files have no mood (no catalogue match, sidecar entry or known genre) and are not "
-            "recommended; list them in %s",
+            "library: %d of %d files have no mood and are not recommended (`emotune music validate "
+            "--music-dir DIR` lists them). Give each one of: %s",
             len(placed["unplaced"]),
-            SIDECAR_NAME,
+            len(library),
+            "; ".join(placement_fix()),
         )
     return pool, track_table(pd.DataFrame(new_rows)), placed

@@ -276,7 +276,7 @@ class Recommender:
             directory = resolve_path(library_dir)
             targets = merge_targets(options.get("targets"))
             pool, extra, placed = place_library(
-                scan_library(directory), pool, read_sidecar(directory), targets
+                scan_library(directory), pool, read_sidecar(directory), targets, root=directory
             )
             pool = track_table(pd.concat([pool, extra], ignore_index=True)) if len(extra) else pool
         recommender = cls(pool, mode=mode, library=placed, **options)
