@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from emotune.cli import main
@@ -61,3 +62,24 @@ def test_the_bundled_model_scores_what_its_card_says(repo_root, card, shared_dat
     ]
     assert check["accuracy_float32"] == pytest.approx(float32, abs=1e-6)
     assert 100 * (float32 - printed["accuracy"]) <= card["export_check"]["max_accuracy_drop"]
+
+
+@pytest.mark.slow
+def test_the_cards_neutral_reference_is_what_the_file_reads_on_neutral_validation_faces(
+    repo_root, card, shared_data
+):
+    """calibration.neutral_mean: the shipped file's mean reading of the neutral faces among the rows that
+    validated the run (held-out Training rows, recomputed here from the same split code and seed)."""
+    from emotune.config import load_params
+    from emotune.data.fer2013 import load_csv
+    from emotune.data.splits import validation_faces
+    from emotune.evaluation import load_predictor
+
+    params = load_params(repo_root / "params.yaml")
+    splits = load_csv(shared_data / "fer2013" / "fer2013.csv.gz", progress=False).splits()
+    validation = validation_faces(splits, params.train.validation_holdout, int(params.seed))
+    assert validation.describe()["fingerprint"] == card["export_check"]["validation_set"]
+    neutral = validation.x[validation.y == EMOTIONS.index("neutral")]
+    assert len(neutral) == card["calibration"]["faces"]
+    mean = load_predictor(repo_root / "models" / "emotune.onnx")(neutral).mean(axis=0)
+    np.testing.assert_allclose(card["calibration"]["neutral_mean"], mean, atol=2e-6)
