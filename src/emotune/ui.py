@@ -41,6 +41,7 @@ from emotune.calibration import Calibration, resting_summary
 from emotune.labels import EMOTIONS
 from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
 from emotune.music import STRATEGIES, ListeningSession, Recommendation
+from emotune.timeline import MoodTimeline, describe, snapshot_link
 from emotune.vision import ImageError, decode_image
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ CSS = """
 .et-view img { display: block; width: 100%; height: auto; max-height: 520px; object-fit: contain; }
 .et-empty { color: var(--body-text-color-subdued); text-align: center; padding: 2rem; line-height: 1.5; }
 .et-empty .et-face { display: block; margin: 0 auto .5rem; opacity: .8; }
+.et-timeline { width: 100%; height: auto; display: block; margin: .3rem 0; }
+.et-timeline text { font-size: 12px; fill: var(--body-text-color-subdued); }
 .et-calibration { color: var(--body-text-color-subdued); font-size: .85rem; align-self: center; }
 .et-calibration[data-state="calibrated"] { color: var(--body-text-color); }
 .et-mood { display: flex; align-items: center; gap: 1rem; border-left: 6px solid var(--et-accent, #94a3b8); }
@@ -138,6 +141,8 @@ class Viewer:
     pictures: int = 0  # snapshots handled: a new count clears the snapshot input (build_page)
     last_ms: float | None = None  # time to analyse the last frame
     calibration: Calibration | None = None  # the resting face (Live tab), made on first use
+    timeline: MoodTimeline = field(default_factory=MoodTimeline)
+    timeline_drawn: float | None = None  # when the chart was last sent to the page
 
     def select(self, index: int) -> Recommendation | None:
         if not self.playlist:
@@ -302,6 +307,18 @@ def calibration_html(message: str, calibrated: bool = False) -> str:
     return f'<div class="et-calibration" data-state="{state}">{html.escape(message)}</div>'
 
 
+def timeline_html(timeline: MoodTimeline) -> str:
+    spent = describe(list(timeline.points))
+    summary = " · ".join(
+        f"{mood} {seconds / 60:.1f} min" for mood, seconds in sorted(spent.items(), key=lambda kv: -kv[1])
+    )
+    footer = f'<div class="et-meta">{html.escape(summary)}</div>{snapshot_link(timeline)}' if spent else ""
+    return (
+        '<div class="et-card et-timeline-card"><span class="et-label">Your mood, the last minutes</span>'
+        f"{timeline.svg({e: _hex(e) for e in EMOTIONS})}{footer}</div>"
+    )
+
+
 def _badge(track: Recommendation) -> str:
     play = track.play
     if play.kind == "local":
@@ -402,9 +419,26 @@ class Page:
         self.max_bytes = int(cfg.serve.max_image_bytes)
         self.max_pixels = int(cfg.serve.max_image_pixels)
         self.calibration_options = dict(cfg.ui.get("calibration") or {})
+        timeline = dict(cfg.ui.get("timeline") or {})
+        self.timeline_refresh_s = float(timeline.pop("refresh_s", 2.0))
+        self.timeline_options = timeline
 
     def new_viewer(self) -> Viewer:
-        return Viewer(MoodSmoother(self.smoothing), ListeningSession(self.recent))
+        return Viewer(
+            MoodSmoother(self.smoothing),
+            ListeningSession(self.recent),
+            timeline=MoodTimeline(**self.timeline_options),
+        )
+
+    def _timeline(self, viewer: Viewer, reading: MoodReading, now: float) -> Any:
+        """A point per `every_s`; the chart when a point was added and `refresh_s` has passed, else skip."""
+        track = f"{viewer.current.name} — {viewer.current.artist}" if viewer.current else None
+        if not viewer.timeline.add(now, reading.mood, reading.probabilities, track):
+            return gr.skip()
+        if viewer.timeline_drawn is not None and now - viewer.timeline_drawn < self.timeline_refresh_s:
+            return gr.skip()
+        viewer.timeline_drawn = now
+        return timeline_html(viewer.timeline)
 
     # -- music
 
@@ -512,7 +546,7 @@ class Page:
     def live(self, frame: np.ndarray | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
         """One webcam frame -> (view, probabilities, mood, playlist, now playing, audio)."""
         if frame is None:
-            return (gr.skip(),) * 7
+            return (gr.skip(),) * 8
         try:
             start = time.perf_counter()
             analysis, chosen, probs = self._analyze(frame, rule)
@@ -535,10 +569,11 @@ class Page:
                 gr.skip() if reading.probabilities is None else bars_html(reading.probabilities, reading.mood)
             )
             mood = mood_html(reading.mood, status, meta)
-            return (view, bars, mood, *self._music(viewer, changed), calibration_out)
+            music = self._music(viewer, changed)
+            return (view, bars, mood, *music, calibration_out, self._timeline(viewer, reading, now))
         except Exception:
             log.exception("the page could not analyse a webcam frame")
-            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 4)
+            return (gr.skip(), gr.skip(), mood_html(viewer.smoother.mood, FRIENDLY_ERROR), *(gr.skip(),) * 5)
 
     def snapshot(self, path: str | None, rule: str, strategy: str, viewer: Viewer) -> tuple[Any, ...]:
         """One uploaded/taken picture -> (view, probabilities, mood, playlist, now, audio, pictures). The
@@ -691,6 +726,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
             with gr.Column(scale=4, min_width=320):
                 mood = gr.HTML(mood_html(None, NO_FACE), elem_id="mood")
                 bars = gr.HTML(bars_html(None), elem_id="probs")
+                timeline = gr.HTML(timeline_html(empty_viewer.timeline), elem_id="timeline")
                 now = gr.HTML(now_playing_html(empty_viewer), elem_id="now-playing")
                 audio = gr.Audio(
                     type="filepath",
@@ -711,7 +747,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         camera.stream(
             page.live,
             inputs=[camera, rule, strategy, viewer],
-            outputs=[view, bars, mood, *music_out, calibration],
+            outputs=[view, bars, mood, *music_out, calibration, timeline],
             stream_every=float(ui.get("stream_every", 0.1)),
             concurrency_limit=int(cfg.serve.get("threads", 2)) * 2,
             api_name="live",

@@ -4,6 +4,7 @@ picks (a trained model cannot be told to be happy), so the mood -> playlist rule
 from __future__ import annotations
 
 import logging
+import re
 
 import gradio as gr
 import numpy as np
@@ -295,3 +296,17 @@ def test_a_photo_is_not_read_through_the_live_calibration(page, model, tmp_path)
     photo.write_bytes(encode(FACE))
     result = page.snapshot(str(photo), "largest", "match", viewer)
     assert 'data-mood="sad"' in result[2]
+
+
+def test_the_timeline_grows_with_the_stream_and_is_redrawn_at_its_own_pace(cfg, recommender, model):
+    cfg = compose(["ui.smoothing.hold_s=0", "ui.smoothing.min_frames=2", "ui.timeline.refresh_s=3"])
+    ticks = iter(np.arange(0.0, 1000.0, 0.5))  # two frames a second
+    engine = Engine(EmotionRecognizer(model, make_detector("haar")), recommender)
+    page = Page(lambda: engine, cfg, clock=lambda: float(next(ticks)))
+    viewer = page.new_viewer()
+    charts = [page.live(FACE, "largest", "match", viewer)[7] for _ in range(16)]
+    drawn = [c for c in charts if c != SKIP]
+    assert 3 <= len(drawn) <= 4  # 8 s of frames, redrawn at most every 3 s, not with every frame
+    points = [int(re.search(r'data-points="(\d+)"', c).group(1)) for c in drawn if "data-points" in c]
+    assert points == sorted(points) and points[-1] >= 6  # one point a second, growing
+    assert "happy" in drawn[-1] and "Download this session" in drawn[-1]
