@@ -119,6 +119,19 @@ def test_analyze_reads_faces_relative_to_a_resting_face_when_given_one(client, m
     assert too_long.status_code in (400, 422)
 
 
+def test_a_huge_k_is_refused_at_once_on_every_endpoint(client):
+    """k=1e9 once made /analyze grow until the kernel killed the worker; now every entry point refuses it
+    with a 400 in well under a second, and the server carries on."""
+    frame, _ = paste(fer_like_face(), scale=3)
+    for response in (
+        upload(client, encode(frame), k="1000000000"),
+        client.post("/recommend", json={"mood": "happy", "k": 1_000_000_000}),
+    ):
+        assert response.status_code == 400 and "music.max_k" in response.json()["error"], response.text
+        assert response.elapsed.total_seconds() < 5
+    assert len(upload(client, encode(frame), k="3").json()["recommendations"]) == 3
+
+
 def test_analyze_a_jpeg_photo_and_a_picture_without_face(client):
     photo = upload(client, encode(photo_rgb(), "JPEG", quality=90), "photo.jpg")
     assert photo.status_code == 200 and photo.json()["num_faces"] == 1

@@ -173,6 +173,12 @@ def test_bad_arguments(playlist_rec):
         playlist_rec.recommend("sad", strategy="cheer")
     with pytest.raises(ValueError, match="k must be"):
         playlist_rec.recommend("sad", k=0)
+    # One request's work grows with k: a huge k is refused at once, not computed until memory runs out.
+    with pytest.raises(ValueError, match=r"between 1 and 100 \(music.max_k\), got 1000000000"):
+        playlist_rec.recommend("sad", k=1_000_000_000)
+    assert len(playlist_rec.recommend("sad", k=100)) <= 100
+    with pytest.raises(ValueError, match=r"music\.k=5: expected 1\.\.music\.max_k"):
+        Recommender(playlist_rec.tracks, k=5, max_k=3)
 
 
 def test_100k_catalogue_answers_in_milliseconds():

@@ -197,6 +197,7 @@ class Recommender:
         local_bonus: float = 0.05,
         jitter: float = 0.02,
         k: int = 10,
+        max_k: int = 100,
         strategy: str = "match",
         seed: int = 0,
         recent_exclude: int = 20,
@@ -210,6 +211,9 @@ class Recommender:
         self._target_matrix = np.array([merged[e] for e in EMOTIONS])  # (7, 2)
         self.uplift_goal = _point(uplift_goal, "music.uplift_goal")
         self.mode, self.k, self.strategy, self.seed = mode, int(k), strategy, int(seed)
+        self.max_k = int(max_k)  # the most tracks one request may ask for: its work grows with k
+        if not 1 <= self.k <= self.max_k:
+            raise ValueError(f"music.k={self.k}: expected 1..music.max_k ({self.max_k})")
         self.recent_exclude = int(recent_exclude)
         self.popularity_weight, self.local_bonus, self.jitter = popularity_weight, local_bonus, jitter
         self.library = dict(library or {})
@@ -303,6 +307,7 @@ class Recommender:
             local_bonus=float(get("local_bonus", 0.05)),
             jitter=float(get("jitter", 0.02)),
             k=int(get("k", 10)),
+            max_k=int(get("max_k", 100)),
             strategy=str(get("strategy", "match")),
             seed=int(get("seed", 0)),
             recent_exclude=int(get("recent_exclude", 20)),
@@ -352,8 +357,8 @@ class Recommender:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         k = self.k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if not 1 <= k <= self.max_k:
+            raise ValueError(f"k must be between 1 and {self.max_k} (music.max_k), got {k}")
         probs = mood_vector(mood)
         slots = self._slot_targets(probs, strategy, k)
         seed = self.seed if seed is None else int(seed)
