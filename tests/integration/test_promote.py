@@ -66,6 +66,12 @@ def test_promote_stage_end_to_end(promoted):
     assert card["data"]["synthetic"] == "true" and card["data"]["version"]
     assert card["mlflow"]["run_id"] == promoted.run_id
     assert card["metrics"]["validation"]["best_val_accuracy"] >= 0
+    # the resting-face calibration's reference: the shipped file's mean reading of neutral validation faces
+    calibration = card["calibration"]
+    assert calibration["split"] == card["export_check"]["split"] and calibration["faces"] > 0
+    assert len(calibration["neutral_mean"]) == 7 and sum(calibration["neutral_mean"]) == pytest.approx(
+        1, abs=1e-4
+    )
     assert "test_accuracy" in card["metrics"]["test"]
     check = card["export_check"]
     assert check["split"] == "validation" and check["n"] > 0
