@@ -153,12 +153,10 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
     page.wait_for_selector("#mood .et-mood:not([data-mood=''])", timeout=30_000)
     mood = mood_of(page)
     assert mood in EMOTIONS
-    # The annotated frame: a JPEG data URL (never a file URL), one face, a label for it.
+    # The annotated frame: a JPEG data URL (never a file URL). "1 face" is checked below, once the looping
+    # camera brings the face back: the mood may settle just before the room empties on a busy machine.
     src = page.get_attribute("#view img", "src")
     assert src.startswith("data:image/jpeg;base64,")
-    # The camera loops 3 s of a face and 2.5 s of an empty room: on a busy machine the mood may settle just
-    # before the room empties, so wait for the face (it comes back) rather than assume it is still there.
-    page.wait_for_function("/\\b1 face\\b/.test(document.querySelector('#mood').innerText)", timeout=15_000)
     assert len(page.query_selector_all("#probs .et-bar")) == len(EMOTIONS)
 
     # The playlist for that mood, and the player holds a local file from the test library.

@@ -102,7 +102,16 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     assert report["mode"] == "quick" and report["errors"] == 0
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     sections = {s["id"]: s for s in report["sections"]}
-    order = ["training", "classifier", "end_to_end", "service", "accuracy", "memory", "targets"]
+    order = [
+        "training",
+        "classifier",
+        "end_to_end",
+        "service",
+        "accuracy",
+        "memory",
+        "calibration",
+        "targets",
+    ]
     assert list(sections) == order
     assert all(s["error"] is None for s in sections.values())
     for s in sections.values():  # the Markdown shows every section with its table
@@ -159,6 +168,11 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     for r in service:
         assert r["errors"] == 0 and r["requests"] > 0
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    calibration = {r["person"]: r for r in sections["calibration"]["rows"]}  # figure 7, real faces only
+    if calibration:
+        assert set(calibration) >= {"unbiased (no shift)", "rests looking sad"}
+        sad = calibration["rests looking sad"]
+        assert float(sad["calibrated"].rstrip("%")) > float(sad["accuracy"].rstrip("%"))
     memory = sections["memory"]["rows"]
     assert [r["batching"] for r in memory] == modes
     assert all(r["processes"] >= 1 and r["largest process MiB"] > 50 for r in memory)

@@ -131,6 +131,7 @@ def test_the_simulated_people_gain_from_calibration_and_an_unbiased_one_loses_li
     logits[np.arange(3000), labels] += 2.0
     neutral_rows = np.flatnonzero(labels == EMOTIONS.index("neutral"))
     logits[neutral_rows[:120], EMOTIONS.index("sad")] += 3.0  # faces that look sad at rest
+    logits[neutral_rows, EMOTIONS.index("angry")] -= 10.0  # and none that looks angry
     probs = softmax(logits)
     reference = probs[neutral_rows].mean(axis=0)
     rows = {r["person"]: r for r in simulate(probs, labels, reference, draws=5)}

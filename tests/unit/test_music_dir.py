@@ -144,7 +144,11 @@ def test_recommend_plays_files_of_the_music_folder(tmp_path, capsys):
 def test_make_serve_passes_music_to_the_flag():
     def dry_run(*extra: str) -> str:
         done = subprocess.run(
-            ["make", "-n", "serve", *extra], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["make", "--no-print-directory", "-n", "serve", *extra],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return done.stdout.strip().splitlines()[-1]
 
