@@ -12,10 +12,10 @@ card's `calibration.neutral_mean`, measured on validation faces when the model w
 where shrink(x, d) = sign(x) * max(|x| - d, 0). Without FLOOR and DEADBAND that is p * t / r: the resting
 face reads `t` (neutral) and a face at rest like `t` changes nothing. FLOOR keeps a class the model hardly
 ever gives (disgust, ~1%) from turning noise into a large factor, and bounds every factor by
-(1 + FLOOR) / FLOOR; DEADBAND treats differences of up to ~16% as the ordinary difference between one
+(1 + FLOOR) / FLOOR; DEADBAND treats differences of up to ~28% as the ordinary difference between one
 neutral face and another rather than a bias. Both were chosen on simulated people built from validation
-faces (benchmarks/calibration.py, docs/page.md): the largest gain for biased resting faces while an
-unbiased one loses at most a quarter of a point of accuracy.
+faces (benchmarks/calibration.py, docs/page.md): most of the gain for biased resting faces while an
+unbiased one loses no more than about one face in three thousand.
 
 Pure NumPy: the page keeps a `Calibration` per browser session (nothing is stored), and POST /analyze takes
 the resting vector as an optional input.
@@ -32,7 +32,7 @@ import numpy as np
 from emotune.labels import EMOTIONS, NUM_CLASSES
 
 FLOOR = 0.05
-DEADBAND = 0.15
+DEADBAND = 0.25
 # Used when a model card has no measured neutral output (models promoted before it was recorded): a reading
 # that is mostly neutral, the rest spread evenly.
 DEFAULT_NEUTRAL = np.array([0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.70])
