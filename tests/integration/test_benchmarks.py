@@ -168,11 +168,16 @@ def test_quick_benchmark_runs_every_figure_without_errors(tmp_path_factory) -> N
     for r in service:
         assert r["errors"] == 0 and r["requests"] > 0
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
-    calibration = {r["person"]: r for r in sections["calibration"]["rows"]}  # figure 7, real faces only
-    if calibration:
-        assert set(calibration) >= {"unbiased (no shift)", "rests looking sad"}
-        sad = calibration["rests looking sad"]
-        assert float(sad["calibrated"].rstrip("%")) > float(sad["accuracy"].rstrip("%"))
+    # Figure 7 runs on real faces only; with this untrained model it checks the code, not a gain (the unit
+    # tests of benchmarks.calibration check that on a model that misreads resting faces).
+    calibration = sections["calibration"]
+    if (common.SHARED_DIR / common.FER2013_CSV).is_file():
+        people = [r["person"] for r in calibration["rows"]] + [n.split(":")[0] for n in calibration["notes"]]
+        assert "unbiased (no shift)" in people and "rests looking sad" in people
+        for row in calibration["rows"]:
+            assert all(0 <= float(row[c].rstrip("%")) <= 100 for c in calibration["columns"][1:]), row
+    else:
+        assert not calibration["rows"] and "skipped" in calibration["notes"][0]
     memory = sections["memory"]["rows"]
     assert [r["batching"] for r in memory] == modes
     assert all(r["processes"] >= 1 and r["largest process MiB"] > 50 for r in memory)
