@@ -32,6 +32,7 @@ import numpy as np
 from emotune.labels import EMOTIONS, NUM_CLASSES
 
 FLOOR = 0.05
+CALIBRATED = "Calibrated to your resting face"  # what `finish` says when it keeps the window
 DEADBAND = 0.25
 # Used when a model card has no measured neutral output (models promoted before it was recorded): a reading
 # that is mostly neutral, the rest spread evenly.
@@ -146,16 +147,10 @@ class Calibration:
             )
         self.resting = np.mean(self.readings, axis=0)
         self.readings = []
-        return "Calibrated to your resting face"
+        return CALIBRATED
 
     def reset(self) -> None:
         self.resting, self.started, self.readings, self.frames = None, None, [], 0
-
-    def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        """The reading relative to the resting face (unchanged when not calibrated)."""
-        if self.resting is None:
-            return np.asarray(probabilities, np.float64)
-        return recalibrate(probabilities, self.resting, self.neutral)
 
 
 def resting_summary(resting: Sequence[float]) -> str:

@@ -289,17 +289,16 @@ def promote_stage(
     models.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".promote-", dir=models.parent) as tmp:
         staging = Path(tmp)
-        calibration = None
+        int8_faces = None
         if precision == "int8":  # a seeded sample of the faces the run fitted on sets the activation ranges
             fit_faces = splits["train"][0][validation.fit_rows]  # never the faces the export is checked on
             pick = np.random.default_rng(int(cfg.seed)).permutation(len(fit_faces))
-            calibration = fit_faces[np.sort(pick[: int(pcfg.get("calibration_faces", 512))])]
+            int8_faces = fit_faces[np.sort(pick[: int(pcfg.get("calibration_faces", 512))])]
         files = export_serving_files(
-            model, staging, precision, float(pcfg.get("keep_keras_max_mb", 25)), calibration
+            model, staging, precision, float(pcfg.get("keep_keras_max_mb", 25)), int8_faces
         )
         reference = files.pop("reference")
         check = export_accuracy(reference, files[ONNX_FILE], validation.x, validation.y)
-        calibration = neutral_mean(files[ONNX_FILE], validation)
         print(
             f"promote: validation accuracy ({validation.source}) float32 {check['accuracy_float32']:.4f}, "
             f"{precision} {check['accuracy_exported']:.4f} ({check['accuracy_drop_points']:+.2f} points); "
@@ -356,7 +355,7 @@ def promote_stage(
                 "max_accuracy_drop": max_drop,
             },
             reproduce=reproduce_command(cfg, run),
-            calibration=calibration,
+            calibration=neutral_mean(files[ONNX_FILE], validation),
             model_info={
                 "parameters": int(model.count_params()),
                 "logged_model_id": model_id,

@@ -8,6 +8,7 @@ and titles only, never an image. Pure Python + NumPy, so it is unit-tested on it
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from collections import deque
@@ -128,8 +129,6 @@ class MoodTimeline:
 
 def snapshot_link(timeline: MoodTimeline) -> str:
     """A link that downloads the timeline's JSON from the page itself (a data URL: no file on the server)."""
-    import base64
-
     data = base64.b64encode(timeline.to_json().encode()).decode()
     return (
         f'<a class="et-link" download="emotune-session.json" href="data:application/json;base64,{data}">'

@@ -37,7 +37,7 @@ import numpy as np
 from fastapi import FastAPI
 from omegaconf import DictConfig
 
-from emotune.calibration import Calibration, resting_summary
+from emotune.calibration import CALIBRATED, Calibration, resting_summary
 from emotune.labels import EMOTIONS
 from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
 from emotune.music import STRATEGIES, ListeningSession, Recommendation
@@ -302,13 +302,18 @@ def bars_html(probabilities: np.ndarray | None, mood: str | None = None) -> str:
     return f'<div class="et-card et-bars" role="img" aria-label="emotion probabilities">{rows}</div>'
 
 
+def mood_reading(analysis: Any, rule: str) -> np.ndarray | None:
+    """The frame's mood probabilities under the face rule (None without a face)."""
+    return select_mood([f.box for f in analysis.faces], [f.probabilities for f in analysis.faces], rule)
+
+
 def calibration_html(message: str, calibrated: bool = False) -> str:
     state = "calibrated" if calibrated else "plain"
     return f'<div class="et-calibration" data-state="{state}">{html.escape(message)}</div>'
 
 
 def timeline_html(timeline: MoodTimeline) -> str:
-    spent = describe(list(timeline.points))
+    spent = describe(timeline.points)
     summary = " · ".join(
         f"{mood} {seconds / 60:.1f} min" for mood, seconds in sorted(spent.items(), key=lambda kv: -kv[1])
     )
@@ -481,16 +486,7 @@ class Page:
 
     def _analyze(self, frame: np.ndarray, rule: str) -> tuple[Any, list[int], np.ndarray | None]:
         analysis = self.engine().recognizer.analyze(frame)
-        boxes = [f.box for f in analysis.faces]
-        probs = [f.probabilities for f in analysis.faces]
-        return analysis, selected_faces(boxes, rule), select_mood(boxes, probs, rule)
-
-    @staticmethod
-    def _relative(analysis: Any, rule: str, calibration: Calibration) -> tuple[Any, np.ndarray | None]:
-        """The analysis and its mood reading relative to the resting face of a calibrated session."""
-        analysis = analysis.relative_to(calibration.resting, calibration.neutral)
-        boxes = [f.box for f in analysis.faces]
-        return analysis, select_mood(boxes, [f.probabilities for f in analysis.faces], rule)
+        return analysis, selected_faces([f.box for f in analysis.faces], rule), mood_reading(analysis, rule)
 
     # -- calibration (Live tab)
 
@@ -506,9 +502,9 @@ class Page:
             )
         if calibration.resting is None:
             return calibration_html(message or NOT_CALIBRATED)
-        prefix = f"{message}. " if message and message != "Calibrated to your resting face" else ""
+        prefix = f"{message}. " if message and message != CALIBRATED else ""
         return calibration_html(
-            f"{prefix}Calibrated to your resting face (it read {resting_summary(calibration.resting)}); "
+            f"{prefix}{CALIBRATED} (it read {resting_summary(calibration.resting)}); "
             "moods are read relative to it · Reset to undo",
             calibrated=True,
         )
@@ -558,7 +554,8 @@ class Page:
                         viewer.smoother.reset()  # from now on readings are relative to the resting face
                     calibration_out = self._calibration_state(calibration, finished)
             if calibration is not None and calibration.resting is not None:
-                analysis, probs = self._relative(analysis, rule, calibration)
+                analysis = analysis.relative_to(calibration.resting, calibration.neutral)
+                probs = mood_reading(analysis, rule)
             reading = viewer.smoother.update(probs, now)
             view = view_html(annotate(frame, analysis.faces, chosen), len(analysis.faces))
             viewer.last_ms = (time.perf_counter() - start) * 1000
