@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.pipeline import copy_working_tree
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +35,7 @@ def digests(folder: Path) -> dict[str, str]:
 def repo(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working tree as git sees it (tracked + new, not ignored files), as a fresh git repository."""
     dest = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo_root, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        source = repo_root / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    copy_working_tree(repo_root, dest)
     run(dest, "git", "init", "-q")
     run(dest, "emotune", "config", "compose", "experiment=smoke", "--out", "params.yaml")
     run(dest, "emotune", "data", "synthesize", "--rows", "140", "--seed", "0")
