@@ -34,6 +34,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from emotune.calibration import probability_vector
 from emotune.labels import EMOTIONS
 from emotune.music.catalog import (
     BUILTIN,
@@ -131,9 +132,7 @@ def mood_vector(mood: Mood) -> np.ndarray:
             raise ValueError(
                 f"expected {len(EMOTIONS)} probabilities ({', '.join(EMOTIONS)}), got {vector.size}"
             )
-    if not np.all(np.isfinite(vector)) or np.any(vector < 0) or vector.sum() <= 0:
-        raise ValueError(f"probabilities must be finite, >= 0 and not all 0; got {vector.tolist()}")
-    return vector / vector.sum()
+    return probability_vector(vector, "mood")
 
 
 def _point(value: Any, what: str) -> tuple[float, float]:
