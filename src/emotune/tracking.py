@@ -179,6 +179,42 @@ def log_keras_model(model: keras.Model, name: str = "model") -> Any:
     return mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=pip_requirements())
 
 
+def log_run_start(
+    cfg: DictConfig | Mapping[str, Any],
+    prepared_report: Mapping[str, Any],
+    train_rows: int,
+    validation: Mapping[str, Any],
+) -> None:
+    """A new training run's configuration, tags and sizes (the active run)."""
+    log_config(cfg, prepared_report)
+    log_metrics({"train_rows": train_rows, "val_rows": validation["rows"]})
+    # promote compares only runs whose validation faces match (a best_val_accuracy on other faces is not
+    # comparable)
+    set_tags({"validation_source": validation["source"], "validation_set": validation["fingerprint"]})
+
+
+def log_run_end(
+    cfg: DictConfig | Mapping[str, Any],
+    run: mlflow.ActiveRun,
+    out: Path,
+    metrics: Mapping[str, Any],
+    model: keras.Model,
+    validation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A finished run's metrics, curves, history and model (from the train folder `out`); returns what
+    run.json records for evaluate and promote."""
+    log_metrics(metrics)
+    log_files([out / "training_curves.png", out / "history.json"])
+    model_info = log_keras_model(model)
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "tracking_uri": tracking_uri(cfg),
+        "model_uri": model_info.model_uri,
+        "validation": dict(validation),
+    }
+
+
 def read_run_json(path: Path | str) -> dict[str, Any]:
     """artifacts/train/run.json: {"run_id", "experiment_id", "tracking_uri", "model_uri"}."""
     path = Path(path)

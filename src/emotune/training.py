@@ -13,8 +13,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -22,7 +23,9 @@ from keras import layers
 
 from emotune.atomic import atomic_output, write_json
 from emotune.labels import NUM_CLASSES
-from emotune.resume import TrainingBackup
+
+if TYPE_CHECKING:  # resume needs OmegaConf, which a machine that only trains (emotune.portable) may lack
+    from emotune.resume import TrainingBackup
 
 
 def resolve_precision(precision: str) -> str:
@@ -416,6 +419,57 @@ def training_targets(train_cfg: Mapping[str, Any], labels: np.ndarray) -> np.nda
     return soft_targets(labels, votes, float(train_cfg.get("soft_label_weight", 0.5)))
 
 
+@dataclass
+class TrainingData:
+    """What a run trains and validates on, chosen from the prepared arrays by the configuration."""
+
+    x_train: np.ndarray  # uint8 (N, S, S)
+    y_train: np.ndarray  # labels (N,)
+    targets: np.ndarray  # float32 (N, 7): soft labels, or the one-hot labels
+    x_val: np.ndarray
+    y_val: np.ndarray
+    validation: dict[str, Any]  # source, fraction, rows, fingerprint (emotune.data.splits.Validation)
+    data_files: list[Path]  # the inputs that define the run (prepared arrays, FER+ votes)
+    report: dict[str, Any]  # the prepare stage's report.json
+
+
+def training_data(cfg: Any) -> TrainingData:
+    """The training rows (all, or a seeded cap), their targets and the validation faces for `cfg`."""
+    from emotune.data import load_prepared
+    from emotune.data.splits import validation_faces
+    from emotune.datasets import one_hot
+
+    train_cfg, seed = cfg.train, int(cfg.seed)
+    prepared_dir = Path(cfg.paths.prepared)
+    splits = load_prepared(prepared_dir)
+    x_all, y_all = splits["train"]
+    soft = training_targets(train_cfg, y_all)  # by row of the whole train split (FER+ votes line up)
+    validation = validation_faces(splits, train_cfg.get("validation_holdout"), seed)
+    fit_rows = validation.fit_rows
+    rows = fit_rows[_training_rows(len(fit_rows), train_cfg.get("max_train_rows"), seed)]
+    data_files = sorted(prepared_dir.glob("*.npz"))
+    if soft is not None:
+        data_files.append(Path(train_cfg.ferplus_path))
+    report_path = prepared_dir / "report.json"
+    return TrainingData(
+        x_train=x_all[rows],
+        y_train=y_all[rows],
+        targets=one_hot(y_all[rows]) if soft is None else soft[rows].astype(np.float32),
+        x_val=validation.x,
+        y_val=validation.y,
+        validation=validation.describe(),
+        data_files=data_files,
+        report=json.loads(report_path.read_text()) if report_path.is_file() else {},
+    )
+
+
+def write_run_outputs(out: Path, history: Sequence[Mapping[str, float]], metrics: Mapping[str, Any]) -> None:
+    """history.json, metrics.json and training_curves.png: what every finished run leaves in its folder."""
+    write_json(out / "history.json", list(history))
+    write_json(out / "metrics.json", dict(metrics))
+    plot_training_curves(history, out / "training_curves.png")
+
+
 def train_stage(
     cfg: Any,
     out_dir: Path | str | None = None,
@@ -432,10 +486,8 @@ def train_stage(
     TensorFlow, MLflow and the data loader are imported here so the core above stays backend-neutral.
     """
     from emotune import datasets, tracking
-    from emotune.data import load_prepared
-    from emotune.data.splits import validation_faces
     from emotune.model import build_model
-    from emotune.resume import code_fingerprint, run_definition
+    from emotune.resume import TrainingBackup, code_fingerprint, run_definition
 
     train_cfg = cfg.train
     if verbose == "auto":  # one line per epoch in logs (dvc repro > file), a live bar in a terminal
@@ -451,28 +503,16 @@ def train_stage(
 
         out = Path(tempfile.mkdtemp(prefix="emotune-worker-"))
 
-    prepared_dir = Path(cfg.paths.prepared)
-    splits = load_prepared(prepared_dir)
-    x_all, y_all = splits["train"]
-    targets = training_targets(train_cfg, y_all)  # by row of the whole train split (FER+ votes line up)
-    validation = validation_faces(splits, train_cfg.get("validation_holdout"), seed)
-    fit_rows = validation.fit_rows
-    rows = fit_rows[_training_rows(len(fit_rows), train_cfg.get("max_train_rows"), seed)]
-    x_train, y_train = x_all[rows], y_all[rows]
-    x_val, y_val = validation.x, validation.y
-    validation_info = validation.describe()
-    report_path = prepared_dir / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    data = training_data(cfg)
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    validation_info, report = data.validation, data.report
 
     backup = None
     resume_cfg = train_cfg.get("resume") or {}
     if resume_cfg.get("enabled", True) and str(train_cfg.strategy) == "default":
-        data_files = sorted(prepared_dir.glob("*.npz"))
-        if str(train_cfg.get("soft_labels", "none")) == "ferplus":
-            data_files.append(Path(train_cfg.ferplus_path))
         backup = TrainingBackup(
             cfg.paths.train_backup,
-            run_definition(cfg, data_files),
+            run_definition(cfg, data.data_files),
             code_fingerprint(extra=code_files),
             epochs=int(train_cfg.epochs),
             allow_code_change=bool(resume_cfg.get("allow_code_change", False)),
@@ -482,7 +522,7 @@ def train_stage(
     batch_size = int(train_cfg.batch_size)
     train_data, steps = datasets.training_batches(
         x_train,
-        datasets.one_hot(y_train) if targets is None else targets[rows],
+        data.targets,
         batch_size=batch_size,
         seed=seed,
         first_epoch=first_epoch,
@@ -499,7 +539,7 @@ def train_stage(
     export_model = float32_twin(build)
     weights = class_weights(y_train, str(train_cfg.get("class_weights", "none")))
     print(
-        f"train: {len(x_train)} rows, validation: {len(x_val)} rows ({validation.source}), "
+        f"train: {len(x_train)} rows, validation: {len(x_val)} rows ({validation_info['source']}), "
         f"{steps} steps/epoch, "
         f"precision {precision}, strategy {train_cfg.strategy}, "
         f"soft labels {train_cfg.get('soft_labels', 'none')}, "
@@ -530,16 +570,7 @@ def train_stage(
         callbacks: list[keras.callbacks.Callback] = []
         if chief:
             if run_id is None:
-                tracking.log_config(cfg, report)
-                tracking.log_metrics({"train_rows": len(x_train), "val_rows": len(x_val)})
-                # promote compares only runs whose validation faces match (a best_val_accuracy on other
-                # faces is not comparable)
-                tracking.set_tags(
-                    {
-                        "validation_source": validation_info["source"],
-                        "validation_set": validation_info["fingerprint"],
-                    }
-                )
+                tracking.log_run_start(cfg, report, len(x_train), validation_info)
             if restored is not None:
                 tracking.record_resume(restored.resumes, first_epoch, restored.code_changed)
                 tracking.log_missing_epochs(restored.history)
@@ -574,21 +605,11 @@ def train_stage(
             )
         if restored is not None:
             metrics["resumes"] = restored.resumes
-        write_json(out / "history.json", result["history"])
-        write_json(out / "metrics.json", metrics)
-        plot_training_curves(result["history"], out / "training_curves.png")
+        write_run_outputs(out, result["history"], metrics)
         if not chief:
             return metrics
-        tracking.log_metrics(metrics)
-        tracking.log_files([out / "training_curves.png", out / "history.json"])
-        model_info = tracking.log_keras_model(export_model)  # holds the best epoch's weights
-        run_info = {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "tracking_uri": tracking.tracking_uri(cfg),
-            "model_uri": model_info.model_uri,
-            "validation": validation_info,
-        }
+        # export_model holds the best epoch's weights
+        run_info = tracking.log_run_end(cfg, run, out, metrics, export_model, validation_info)
     write_json(out / "run.json", run_info)  # last: its presence means the stage finished
     if backup is not None:
         backup.remove()

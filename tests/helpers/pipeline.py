@@ -9,12 +9,12 @@ can run `smoke_pipeline.run("dvc", "repro", "promote")` on top of it instead of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ MODULE_AUDIT = Path(__file__).resolve().parent / "module_audit"  # its sitecusto
 SMOKE_ROWS = 1050  # 840 training faces: two smoke epochs take seconds, and every split has every class
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SmokePipeline:
     root: Path  # the temporary repository copy, after `dvc repro evaluate`
     env: dict[str, str]  # PATH with the venv, MLFLOW_TRACKING_URI of the temp store, quiet TensorFlow
@@ -74,13 +74,13 @@ def synthesize_command(root: Path) -> list[str]:
     return ["emotune", "data", "synthesize", "--out", raw_path, "--votes", votes, "--rows", str(SMOKE_ROWS)]
 
 
-@pytest.fixture(scope="session")
-def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
-    root = tmp_path_factory.mktemp("smoke") / "repo"
+def smoke_copy(root: Path) -> SmokePipeline:
+    """A new repository copy at `root` with experiment=smoke composed, committed, and its synthetic data
+    written: ready for `dvc repro` (nothing run yet, so run_id is empty)."""
     copy_working_tree(REPO_ROOT, root)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     audit = root.parent / "module-audit"
-    audit.mkdir()
+    audit.mkdir(exist_ok=True)
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -104,6 +104,12 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
     pipeline.run("git", "add", "-A")
     pipeline.run("git", "commit", "-q", "-m", "smoke pipeline copy")
     pipeline.run(*synthesize_command(root))
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
+    pipeline = smoke_copy(tmp_path_factory.mktemp("smoke") / "repo")
     pipeline.run("dvc", "repro", "evaluate", timeout=400)
-    run_id = json.loads((root / "artifacts/train/run.json").read_text())["run_id"]
-    return SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id=run_id)
+    run_id = json.loads(pipeline.path("artifacts/train/run.json").read_text())["run_id"]
+    return dataclasses.replace(pipeline, run_id=run_id)
