@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "emotune.config",
     "emotune.data.commands",
     "emotune.evaluate_commands",
+    "emotune.gpu_commands",
     "emotune.music.commands",
     "emotune.analyze_commands",
     "emotune.ui_commands",
