@@ -171,8 +171,9 @@ class UploadGuard:
         max_file_bytes: int,
         max_total_bytes: int,
         max_files: int,
+        setting: str = "serve.max_image_bytes",
     ) -> None:
-        self.app, self.check = app, check
+        self.app, self.check, self.setting = app, check, setting
         self.max_file_bytes, self.max_total_bytes = int(max_file_bytes), int(max_total_bytes)
         self.max_files = int(max_files)
         self.stored: dict[str, int] = {}  # path -> bytes, of the uploads this process let through
@@ -191,12 +192,12 @@ class UploadGuard:
         limit = self.max_file_bytes + FORM_FRAMING
         length = announced_length(scope)
         if length is not None and length > limit:
-            await send_error(send, f"upload of {length:,} bytes; the limit is {limit:,}", 413)
+            await send_error(send, f"upload of {length:,} bytes; the limit is {limit:,} ({self.what})", 413)
             return
         try:
             body = await read_body(receive, limit)
         except BodyTooLarge:
-            await send_error(send, f"upload over {limit:,} bytes (the limit)", 413)
+            await send_error(send, f"upload over {limit:,} bytes, the limit ({self.what})", 413)
             return
         if body is None:
             return
@@ -227,6 +228,10 @@ class UploadGuard:
         finally:
             self.pending = (self.pending[0] - sum(sizes), self.pending[1] - len(sizes))
             self.remember(b"".join(answer), sizes)
+
+    @property
+    def what(self) -> str:
+        return f"{self.setting} + {FORM_FRAMING // 1024} KiB of form framing"
 
     async def file_sizes(self, scope: Any, body: bytes) -> tuple[list[int], tuple[str, int] | None]:
         """The sizes of the body's file parts, or why it is refused: (message, status)."""
@@ -296,6 +301,27 @@ def error_message(body: bytes) -> str | None:
     return detail if isinstance(detail, str) and detail.strip() else text
 
 
+def with_details(body: bytes) -> bytes:
+    """BentoML's validation error, {"error": "1 validation error for Input", "detail": [{"loc": ["k"], "msg":
+    "..."}]}, with each field and message in "error" too, so the message says which limit was passed."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not (
+        isinstance(data, dict) and isinstance(data.get("error"), str) and isinstance(data.get("detail"), list)
+    ):
+        return body
+    found = [
+        f"{'.'.join(map(str, d.get('loc') or [])) or 'body'}: {d['msg']}"
+        for d in data["detail"]
+        if isinstance(d, dict) and isinstance(d.get("msg"), str)
+    ]
+    if not found:
+        return body
+    return json.dumps({**data, "error": f"{data['error']}: {'; '.join(found)}"}).encode()
+
+
 def json_errors(scope: Any, send: Any) -> Any:
     """Wrap `send` so every error answer is JSON {"error": ...}: routing's plain-text 404/405 and FastAPI's
     {"detail": ...} are rewritten (an error body is small, so it is held until complete)."""
@@ -310,9 +336,13 @@ def json_errors(scope: Any, send: Any) -> Any:
             parts.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = b"".join(parts)
+            body = with_details(b"".join(parts))
             text = error_message(body)
             if text is None:  # already our form: send it as it was
+                held["headers"] = [
+                    (k, str(len(body)).encode() if k == b"content-length" else v)
+                    for k, v in held.get("headers") or []
+                ]
                 await send(held)
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
