@@ -407,7 +407,7 @@ def _unopened_upload(payload: Any) -> str | None:
     return None if payload is None or not payload.path else str(payload.path)
 
 
-def _frame_reader(max_bytes: int, max_pixels: int) -> Callable[[Any], np.ndarray | None]:
+def frame_reader(max_bytes: int, max_pixels: int) -> Callable[[Any], np.ndarray | None]:
     """Replaces gr.Image.preprocess on the camera: a frame (a JPEG data URL from the page) is decoded by
     emotune.vision.decode_image within the image limits, where Gradio would decode whatever it is sent up to
     Pillow's own bomb limit (~180 Mpx, half a gigabyte of pixels)."""
@@ -702,7 +702,8 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         viewer = gr.State(page.new_viewer)
         gr.HTML(
             f'<div class="et-header">{face_svg("happy", 34)}<h1>emotune</h1>'
-            "<p>Music for the mood on your face. Frames are analysed in memory and never stored.</p></div>"
+            "<p>Music for the mood on your face. Camera frames and photos are analysed in memory; "
+            "none is kept.</p></div>"
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
@@ -719,7 +720,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                             ),
                             elem_id="camera",
                         )
-                        camera.preprocess = _frame_reader(page.max_bytes, page.max_pixels)
+                        camera.preprocess = frame_reader(page.max_bytes, page.max_pixels)
                         with gr.Row(equal_height=True):
                             calibrate_button = gr.Button(
                                 "Calibrate", size="sm", elem_id="calibrate", scale=0, min_width=110
