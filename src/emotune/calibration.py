@@ -72,6 +72,8 @@ def probability_vector(values: Any, what: str = "resting") -> np.ndarray:
     total = vector.sum()
     if total <= 0:
         raise ValueError(f"{what}: probabilities must not all be zero")
+    if not np.isfinite(total):  # e.g. 1e308 twice: the sum overflows and every share would read 0
+        raise ValueError(f"{what}: probabilities too large to add up (their sum overflows)")
     return vector / total
 
 

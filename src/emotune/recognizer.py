@@ -268,10 +268,16 @@ class EmotionRecognizer:
         margin: float = 0.1,
         card: dict[str, Any] | None = None,
         source: str = "",
+        max_faces: int | None = None,
     ) -> None:
         self.backend = backend
         self.detector = detector
         self.margin = float(margin)
+        # The most faces one frame classifies (the largest): the model call grows with them, and a picture
+        # of a crowd (or a pattern the detector reads as hundreds of faces) must not choose its cost.
+        self.max_faces = None if max_faces is None else int(max_faces)
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"max_faces={self.max_faces}: expected at least 1")
         self.card = card or {}
         self.source = source
         labels = self.card.get("labels")
@@ -287,6 +293,7 @@ class EmotionRecognizer:
         detector: FaceDetector | str = "haar",
         margin: float = 0.1,
         threads: int = 0,
+        max_faces: int | None = None,
         **detector_options: float,
     ) -> EmotionRecognizer:
         """Load `model_dir`/emotune.onnx (or model.keras, or the given model file) and its model card.
@@ -309,6 +316,7 @@ class EmotionRecognizer:
             margin=margin,
             card=card,
             source=str(path),
+            max_faces=max_faces,
         )
 
     @classmethod
@@ -325,6 +333,7 @@ class EmotionRecognizer:
             detector=detector_from_config(serve_cfg),
             margin=float(serve_cfg.get("face_margin", 0.1)),
             threads=int(serve_cfg.get("intra_op_threads", 0)),
+            max_faces=serve_cfg.get("max_faces"),
         )
         recognizer.source = f"{recognizer.source} ({how})"
         return recognizer
@@ -350,6 +359,9 @@ class EmotionRecognizer:
         if frame.ndim < 2 or frame.shape[0] == 0 or frame.shape[1] == 0:
             raise ValueError(f"empty image of shape {frame.shape}")
         boxes = self.detector.detect(frame) if boxes is None else [tuple(int(v) for v in b) for b in boxes]
+        if self.max_faces is not None and len(boxes) > self.max_faces:
+            largest = sorted(range(len(boxes)), key=lambda i: -boxes[i][2] * boxes[i][3])[: self.max_faces]
+            boxes = [boxes[i] for i in sorted(largest)]
         probs = self.classify(self.crops(frame, boxes))
         faces = [Face(box, p) for box, p in zip(boxes, probs, strict=True)]
         return Analysis(faces, width=int(frame.shape[1]), height=int(frame.shape[0]))

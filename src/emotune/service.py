@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
 from fastapi import FastAPI
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
 from pydantic_core import core_schema
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
@@ -29,6 +29,8 @@ from starlette.responses import JSONResponse
 
 from emotune.calibration import probability_vector
 from emotune.http_guard import RequestGuard
+from emotune.labels import EMOTIONS
+from emotune.music import STRATEGIES
 from emotune.recognizer import (
     MODEL_DIR_ENV,
     EmotionRecognizer,
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 CFG = serve_settings()
 SERVE = CFG.serve
 MAX_CROPS = int(SERVE.max_batch_size)
+MAX_K, MAX_EXCLUDE = int(CFG.music.max_k), int(CFG.music.max_exclude)
+MAX_ID_CHARS = 1024  # a track id: a Spotify id, or "local:" and a file's path in the music folder
+INT64 = (-(2**63), 2**63 - 1)
 # Multipart framing and a /classify JSON of MAX_CROPS crops fit well within this.
 MAX_BODY_BYTES = int(SERVE.max_image_bytes) + 2_000_000
 # Declared only when the store has the model: a BentoModel that is not there would be looked up in BentoCloud.
@@ -63,8 +68,32 @@ def checked_crops(value: Any) -> np.ndarray:
     return crops
 
 
+def bounded_int(name: str, low: int, high: int, setting: str) -> Any:
+    """An optional whole number within low..high: the schema says so (what the fuzzing's boundary values come
+    from) and a value outside is a 400 that names the setting."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high} ({setting}), got {value}")
+        return value
+
+    schema = {"type": "integer", "minimum": low, "maximum": high}
+    return Annotated[int, AfterValidator(check), WithJsonSchema(schema)] | None
+
+
 Crops = Annotated[np.ndarray, AfterValidator(checked_crops)]
-Mood = str | dict[str, float] | list[float]
+K = bounded_int("k", 1, MAX_K, "music.max_k")
+Seed = bounded_int("seed", *INT64, "a 64-bit integer")
+Strategy = Literal[STRATEGIES] | None
+Probability = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# An emotion name, {emotion: p} or 7 probabilities: never longer than that, whatever the body's size allows.
+Mood = (
+    Annotated[str, Field(max_length=32)]
+    | Annotated[dict[Annotated[str, Field(max_length=32)], Probability], Field(max_length=len(EMOTIONS))]
+    | Annotated[list[Probability], Field(max_length=len(EMOTIONS))]
+)
+TrackId = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+TrackIds = Annotated[list[TrackId], Field(max_length=MAX_EXCLUDE)] | None
 
 
 class Upload(PurePosixPath):
@@ -141,8 +170,8 @@ class Emotune:
     def analyze(
         self,
         image: Annotated[Upload, Field(description="the picture, as a multipart file (JPEG, PNG, ...)")],
-        k: int | None = None,
-        strategy: str | None = None,
+        k: K = None,
+        strategy: Strategy = None,
         resting: Annotated[
             str | None,
             Field(
@@ -185,10 +214,10 @@ class Emotune:
     def recommend(
         self,
         mood: Mood,
-        k: int | None = None,
-        strategy: str | None = None,
-        exclude: list[str] | None = None,
-        seed: int | None = None,
+        k: K = None,
+        strategy: Strategy = None,
+        exclude: TrackIds = None,
+        seed: Seed = None,
     ) -> dict[str, Any]:
         """Tracks for a mood: an emotion name, {emotion: probability} or 7 probabilities."""
         if self.recommender is None:

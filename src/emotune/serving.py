@@ -25,6 +25,19 @@ ENV_SETTINGS: dict[str, tuple[str, type]] = {
 # A folder of the listener's own audio files: music.library_dir (`emotune serve --music-dir` sets it). A
 # variable of its own rather than a Hydra override, so any path works, spaces and all.
 MUSIC_DIR_ENV = "EMOTUNE_MUSIC_DIR"
+# What bounds one request's work and memory (docs/reliability.md, "Limits"). Each must be a positive whole
+# number: the checks treat 0 or null as "no limit", which a server must not be started with by a typo.
+LIMITS = (
+    "serve.max_image_bytes",
+    "serve.max_image_pixels",
+    "serve.max_faces",
+    "serve.max_batch_size",
+    "music.max_k",
+    "music.max_exclude",
+    "ui.uploads.max_total_bytes",
+    "ui.uploads.max_files",
+    "ui.uploads.max_age_s",
+)
 
 
 def freeze_loaded_objects() -> None:
@@ -51,7 +64,18 @@ def serve_settings(overrides: Sequence[str] = ()) -> DictConfig:
                 cfg.serve[key] = kind(os.environ[env])
             except ValueError as err:
                 raise ValueError(f"{env}={os.environ[env]!r}: expected {kind.__name__}") from err
+    check_limits(cfg)
     return cfg
+
+
+def check_limits(cfg: DictConfig) -> None:
+    """Refuse a configuration whose request limits (LIMITS) are missing, zero, negative or not whole."""
+    from omegaconf import OmegaConf
+
+    for key in LIMITS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r}: a request limit must be a whole number of at least 1")
 
 
 def load_recommender(cfg: DictConfig) -> tuple[Any | None, str]:

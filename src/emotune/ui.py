@@ -38,11 +38,12 @@ from fastapi import FastAPI
 from omegaconf import DictConfig
 
 from emotune.calibration import CALIBRATED, Calibration, resting_summary
+from emotune.http_guard import UploadGuard
 from emotune.labels import EMOTIONS
 from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
 from emotune.music import STRATEGIES, ListeningSession, Recommendation
 from emotune.timeline import MoodTimeline, describe, snapshot_link
-from emotune.vision import ImageError, decode_image
+from emotune.vision import ImageError, decode_image, open_image
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +407,36 @@ def _unopened_upload(payload: Any) -> str | None:
     return None if payload is None or not payload.path else str(payload.path)
 
 
+def frame_reader(max_bytes: int, max_pixels: int) -> Callable[[Any], np.ndarray | None]:
+    """Replaces gr.Image.preprocess on the camera: a frame (a JPEG data URL from the page) is decoded by
+    emotune.vision.decode_image within the image limits, where Gradio would decode whatever it is sent up to
+    Pillow's own bomb limit (~180 Mpx, half a gigabyte of pixels)."""
+
+    def read(payload: Any) -> np.ndarray | None:
+        if payload is None:
+            return None
+        url = payload.url or ""
+        if url.startswith("data:"):
+            encoded = url.partition(",")[2]
+            if len(encoded) > 4 * (max_bytes // 3 + 1):  # base64: 4 characters per 3 bytes
+                raise gr.Error(f"That frame can't be used: over {max_bytes:,} bytes (serve.max_image_bytes)")
+            data = base64.b64decode(encoded)
+        elif payload.path:  # a file sent through the upload route (not the page's camera): read, then gone
+            try:
+                data = Path(payload.path).read_bytes()
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(payload.path)
+        else:
+            return None
+        try:
+            return decode_image(data, max_bytes, max_pixels)
+        except ImageError as err:
+            raise gr.Error(f"That frame can't be used: {err}") from None
+
+    return read
+
+
 def _cleared() -> None:
     return None  # a value for the snapshot input (see _unopened_upload): empty, ready for the next picture
 
@@ -666,11 +697,13 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         raise ValueError(f"ui.strategy={strategy0!r}: expected one of {', '.join(STRATEGIES)}")
     empty_viewer = Viewer(MoodSmoother(page.smoothing), ListeningSession(page.recent))
 
-    with gr.Blocks(title="emotune — music for your mood", delete_cache=(300, 600)) as blocks:
+    age = int(ui.uploads.max_age_s)  # uploads nobody analysed (the page deletes those it reads)
+    with gr.Blocks(title="emotune — music for your mood", delete_cache=(max(1, age // 2), age)) as blocks:
         viewer = gr.State(page.new_viewer)
         gr.HTML(
             f'<div class="et-header">{face_svg("happy", 34)}<h1>emotune</h1>'
-            "<p>Music for the mood on your face. Frames are analysed in memory and never stored.</p></div>"
+            "<p>Music for the mood on your face. Camera frames and photos are analysed in memory; "
+            "none is kept.</p></div>"
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
@@ -687,6 +720,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                             ),
                             elem_id="camera",
                         )
+                        camera.preprocess = frame_reader(page.max_bytes, page.max_pixels)
                         with gr.Row(equal_height=True):
                             calibrate_button = gr.Button(
                                 "Calibrate", size="sm", elem_id="calibrate", scale=0, min_width=110
@@ -797,4 +831,14 @@ def page_app(cfg: DictConfig | None = None, engine: Callable[[], Any] | None = N
 
         cfg = serve_settings()
     blocks = build_page(engine or current_service, cfg)
-    return gr.mount_gradio_app(FastAPI(title="emotune page"), blocks, path="", **mount_options(cfg))
+    app = gr.mount_gradio_app(FastAPI(title="emotune page"), blocks, path="", **mount_options(cfg))
+    max_bytes, max_pixels = int(cfg.serve.max_image_bytes), int(cfg.serve.max_image_pixels)
+    uploads = cfg.ui.uploads
+    app.add_middleware(
+        UploadGuard,  # pictures only, within the limits, in a bounded space (emotune.http_guard)
+        check=lambda data: open_image(data, max_bytes, max_pixels),
+        max_file_bytes=max_bytes,
+        max_total_bytes=int(uploads.max_total_bytes),
+        max_files=int(uploads.max_files),
+    )
+    return app

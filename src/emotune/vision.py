@@ -142,12 +142,12 @@ class ImageError(ValueError):
         self.status = status
 
 
-def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, WebP, ...) -> RGB uint8 HxWx3, in memory, honouring EXIF rotation.
+def open_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None) -> Any:
+    """Encoded image bytes -> a PIL image with only its header read, within the byte and pixel limits.
 
-    The byte and pixel limits are checked before any pixel is decoded, so a decompression bomb costs nothing.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    What `decode_image` checks before it decodes a pixel, and what the page's upload route checks before it
+    stores a file: a decompression bomb or a file that is not a picture costs nothing."""
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageError("empty upload: no image bytes were received", 400)
@@ -164,6 +164,19 @@ def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | No
         raise ImageError(
             f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}", 413
         )
+    return image
+
+
+def decode_image(data: bytes, max_bytes: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, ...) -> RGB uint8 HxWx3, in memory, honouring EXIF rotation.
+
+    The byte and pixel limits are checked before any pixel is decoded (`open_image`), so a decompression
+    bomb costs nothing.
+    """
+    from PIL import ImageOps
+
+    image = open_image(data, max_bytes, max_pixels)
+    width, height = image.size
     try:
         image.load()
         image = ImageOps.exif_transpose(image)

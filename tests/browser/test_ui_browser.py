@@ -209,6 +209,7 @@ def test_live_webcam_shows_emotion_playlist_and_player(page, setup):
 
 
 def test_snapshot_with_two_faces(page, setup):
+    writes_before = (setup["tmp"] / "writes.log").stat().st_size
     big, _ = paste(fer_like_face(), size=(480, 760), at=(40, 90), scale=4)  # 192 px
     small, _ = paste(fer_like_face(), size=(480, 760), at=(480, 150), scale=3)  # 144 px
     photo = np.where(np.arange(760)[None, :, None] < 400, big, small).astype(np.uint8)
@@ -229,15 +230,22 @@ def test_snapshot_with_two_faces(page, setup):
     upload(page, path)
     wait_for_mood(page, "average of all faces")
 
-    # A file that is not a picture gets a friendly message, not a stack trace.
+    # A file that is not a picture is refused by the upload route (415) and never stored; the page says
+    # why, without a stack trace.
     bad = setup["tmp"] / "notes.png"
     bad.write_bytes(b"this is not an image")
     upload(page, bad)
-    wait_for_mood(page, "can't be used")
+    page.wait_for_function("document.body.innerText.includes('not an image')", timeout=15_000)
     assert "Traceback" not in page.inner_text("body")
     assert page.outside == [] and page.errors == []
-    # The uploads were read into memory and deleted at once.
+    # The uploads were read into memory and deleted at once. The write audit shows what the server wrote:
+    # only Gradio's upload route, into its folder (a temporary name, renamed to <hash>/<name>), and that
+    # folder holds no picture afterwards: each photo was written by the upload and deleted once read.
     deadline = time.monotonic() + 5
     while image_files(setup["gradio_tmp"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert image_files(setup["gradio_tmp"]) == []
+    home = str(setup["tmp"] / "bentoml")  # the server's metrics files
+    written = [p for p in written_since(setup["tmp"] / "writes.log", writes_before) if not p.startswith(home)]
+    assert written, "the audit saw no upload: is it watching?"
+    assert all(Path(p).is_relative_to(setup["gradio_tmp"]) for p in written), written

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import select
 import signal
@@ -45,7 +46,16 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parents[1]
 MAX_BYTES, MAX_PIXELS = 1_000_000, 4_000_000
 BODY_LIMIT = MAX_BYTES + 2_000_000  # emotune.service.MAX_BODY_BYTES for these settings
-LIMITS = f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS}"
+MAX_UPLOADS = 6  # ui.uploads.max_files for the module's server: small, so the test can fill the space
+LIMITS = (
+    f"serve.max_image_bytes={MAX_BYTES} serve.max_image_pixels={MAX_PIXELS} "
+    f"ui.uploads.max_files={MAX_UPLOADS}"
+)
+# What a worker may gain over a run of hostile requests: its model and libraries are loaded and a request's
+# buffers (a body of at most BODY_LIMIT, a picture of at most MAX_PIXELS: ~12 MB of RGB plus its grey and
+# downscaled copies) come and go; allocator caching and BentoML's per-request state for TRAFFIC_TIMEOUT keep
+# some. 64 MiB is several times what that holds and far below what an unbounded request took (24 GB).
+WORKER_GROWTH = 64 * 2**20
 FUZZ_EXAMPLES = int(os.environ.get("EMOTUNE_FUZZ_EXAMPLES", "50"))  # per API operation
 SOAK_SECONDS = float(os.environ.get("EMOTUNE_SOAK_SECONDS", "20"))
 SOAK_CLIENTS = int(os.environ.get("EMOTUNE_SOAK_CLIENTS", "8"))
@@ -54,8 +64,8 @@ WARM_SECONDS = TRAFFIC_TIMEOUT + 4
 
 
 class Server:
-    def __init__(self, url: str, writes: Path) -> None:
-        self.url = url
+    def __init__(self, url: str, writes: Path, uploads: Path) -> None:
+        self.url, self.uploads = url, uploads  # uploads: the page's (Gradio's) upload folder
         self.writes = (
             writes  # what its processes open for writing (tests/helpers/write_audit/sitecustomize.py)
         )
@@ -68,6 +78,18 @@ class Server:
 
     def processes(self) -> list[psutil.Process]:
         return [self.root, *self.root.children(recursive=True)]
+
+    def worker_rss(self) -> int:
+        """VmRSS of the worker processes (every process of the server but the one that started them), as
+        the kernel reports it in /proc/<pid>/status."""
+        total = 0
+        for proc in self.processes()[1:]:
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                total += next(
+                    int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")
+                )
+        return total
 
     def rss(self) -> int:
         total = 0
@@ -85,11 +107,12 @@ def server(tmp_path_factory) -> Iterator[Server]:
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=LIMITS,
         EMOTUNE_THREADS="4",
+        GRADIO_TEMP_DIR=str(tmp / "gradio"),
         BENTOML_CONFIG_OPTIONS=f"services.emotune.traffic.timeout={TRAFFIC_TIMEOUT}",
         **write_audit_env(tmp / "writes.log"),
     )
     with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
-        yield Server(served.url, tmp / "writes.log")
+        yield Server(served.url, tmp / "writes.log", tmp / "gradio")
     log = (tmp / "server.log").read_text()
     assert " (status=5" not in log, "the server answered 5xx (see its log)"
 
@@ -118,6 +141,7 @@ def test_fuzz_every_operation_of_the_openapi_schema(server, tmp_path):
     """schemathesis: examples, coverage (boundary and malformed requests) and fuzzing phases; no 5xx, every
     error JSON with a message, 405 for methods an operation does not have."""
     report = tmp_path / "schemathesis.json"
+    rss_before = server.worker_rss()
     command = [
         *(str(Path(sys.executable).parent / "st"), "run", f"{server.url}/docs.json"),
         *("--checks", "not_a_server_error,unsupported_method,error_is_json_with_message"),
@@ -133,6 +157,111 @@ def test_fuzz_every_operation_of_the_openapi_schema(server, tmp_path):
     assert result["failures"] == [] and result["errors"] == [] and cases["errored"] == 0
     assert result["operations"]["tested"] >= 5
     assert cases["generated"] >= 100  # the run really exercised the API
+    growth = server.worker_rss() - rss_before
+    print(f"worker RSS {rss_before / 2**20:.0f} MiB before, {growth / 2**20:+.1f} MiB after the run")
+    assert growth < WORKER_GROWTH
+
+
+# --- every numeric parameter at its bounds and beyond ------------------------------------------------------
+
+HUGE = (10**9, 2**63, -(2**63) - 1, 10**30, 1e308)
+EXTREMES = (0, -1, *HUGE, float("nan"), float("inf"), float("-inf"))
+
+
+def numeric_parameters(spec: dict) -> Iterator[tuple[str, str, str, dict]]:
+    """(path, media type, name, schema) of every number or integer of the API's request bodies, and of
+    every array of numbers (its items), from the service's own OpenAPI document."""
+    for path, methods in spec["paths"].items():
+        for operation in methods.values():
+            for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                for name, schema in content["schema"].get("properties", {}).items():
+                    if schema.get("type") == "array":
+                        schema = schema.get("items", {})
+                    if schema.get("type") in ("integer", "number"):
+                        yield path, media, name, schema
+
+
+def boundary_values(schema: dict) -> list[float]:
+    """min-1, min, max, max+1 where the schema has them, then 0, negatives, huge numbers, NaN and inf."""
+    values: list[float] = []
+    if "minimum" in schema:
+        values += [schema["minimum"] - 1, schema["minimum"]]
+    if "maximum" in schema:
+        values += [schema["maximum"], schema["maximum"] + 1]
+    return values + list(EXTREMES)
+
+
+def within(value: float, schema: dict) -> bool:
+    return (
+        (isinstance(value, int) or math.isfinite(value))
+        and schema.get("minimum", -np.inf) <= value <= schema.get("maximum", np.inf)
+        and (schema["type"] == "number" or float(value).is_integer())
+    )
+
+
+def numeric_request(client: httpx.Client, path: str, media: str, name: str, value: float) -> httpx.Response:
+    """A valid request to `path` but for `name`: the value (for an array, its first element)."""
+    if media == "multipart/form-data":  # /analyze: form values are text
+        text = repr(value) if isinstance(value, float) else str(value)
+        return client.post(path, files={"image": ("face.png", PNG_FACE, "image/png")}, data={name: text})
+    body = {"/recommend": {"mood": "happy"}, "/classify": {"crops": [[[128] * 48] * 48]}}[path]
+    if name == "mood":
+        body = {"mood": [value, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]}
+    elif name == "crops":
+        body = {"crops": [[[value] + [128] * 47] + [[128] * 48] * 47]}
+    else:
+        body = {**body, name: value}
+    content = json.dumps(body, allow_nan=True)  # NaN and Infinity as Python's JSON writes them
+    return client.post(path, content=content, headers={"content-type": "application/json"})
+
+
+def test_every_numeric_parameter_at_its_bounds_and_beyond(server, client):
+    """Each numeric parameter of the OpenAPI document (k, seed, mood's and crops' numbers) at min-1, min,
+    max, max+1, 0, -1, 1e9, 2**63, -(2**63)-1, 1e30, 1e308, NaN and +-inf: never a 5xx, a value outside
+    its declared range (or not finite) is a 4xx JSON error, and the worker's memory stays bounded."""
+    found = list(numeric_parameters(client.get("/docs.json").json()))
+    assert {(path, name) for path, _, name, _ in found} >= {
+        ("/analyze", "k"),
+        ("/recommend", "k"),
+        ("/recommend", "seed"),
+        ("/classify", "crops"),
+    }, found
+    found.append(
+        ("/recommend", "application/json", "mood", {"type": "number", "minimum": 0})
+    )  # its list form
+    rss_before = server.worker_rss()
+    answers = Counter()
+    for path, media, name, schema in found:
+        for value in boundary_values(schema):
+            response = numeric_request(client, path, media, name, value)
+            answers[response.status_code] += 1
+            where = f"{path} {name}={value!r}: {response.status_code} {response.text[:300]}"
+            assert response.status_code < 500, where
+            if response.status_code >= 400:
+                assert response.json()["error"].strip(), where
+            if not within(value, schema) and not (name == "crops" and 0 <= value <= 255):
+                assert 400 <= response.status_code < 500, where
+    growth = server.worker_rss() - rss_before
+    requests = sum(answers.values())
+    print(f"\nboundary values: {requests} requests {dict(answers)}; worker RSS {growth / 2**20:+.1f} MiB")
+    assert growth < WORKER_GROWTH
+
+
+def test_analyze_with_k_of_a_billion_is_a_quick_400_and_the_worker_stays_small(server, client):
+    """The reported case: POST /analyze with k=1000000000 made the worker allocate until the kernel killed
+    it. Now: a 400 naming music.max_k, with a face in the picture or without, and the worker as it was."""
+    rss_before = server.worker_rss()
+    blank = encode(np.full((120, 160, 3), 90, np.uint8))
+    for picture in (PNG_FACE, blank):
+        start = time.perf_counter()
+        response = client.post(
+            "/analyze", files={"image": ("face.png", picture, "image/png")}, data={"k": "1000000000"}
+        )
+        assert time.perf_counter() - start < 5  # refused by the schema, before any picture is decoded
+        assert_json_error(response, 400, "music.max_k")
+        assert "1000000000" in response.text
+    assert server.worker_rss() - rss_before < WORKER_GROWTH
+    assert analyze(client, PNG_FACE).json()["num_faces"] == 1  # the same worker answers on
 
 
 # --- images ----------------------------------------------------------------------------------------------
@@ -389,6 +518,60 @@ def test_analyze_never_writes_an_upload_to_disk(server, client):
     written = writes_during(page_upload)
     stored[0].unlink()
     assert any(path.startswith(str(stored[0].parents[1])) for path in written), written
+
+
+def stored_uploads(server: Server) -> list[Path]:
+    return sorted(p for p in server.uploads.rglob("*") if p.is_file()) if server.uploads.is_dir() else []
+
+
+def page_upload(client: httpx.Client, data: bytes, name: str = "photo.png", field: str = "files"):
+    return client.post("/ui/gradio_api/upload", files={field: (name, data, "image/png")})
+
+
+def test_the_page_upload_route_stores_pictures_only(server, client):
+    """Gradio's upload route stored whatever it was sent. Now: 1 MB of random bytes is refused (415) and
+    nothing is written; a file over serve.max_image_bytes (413, before Gradio reads it), a bomb's header
+    (413), a file part under another name (400) and the screen recorder's route (404) likewise."""
+    before, log_offset = stored_uploads(server), server.writes.stat().st_size
+    noise = np.random.default_rng(1).integers(0, 256, (720, 720, 3), dtype=np.uint8)
+    refused = {
+        "1 MB of random bytes": (page_upload(client, os.urandom(1_000_000)), 415, "not an image"),
+        "over serve.max_image_bytes": (page_upload(client, encode(noise)), 413, "serve.max_image_bytes"),
+        "a bomb's header": (page_upload(client, png_header(60_000, 60_000)), 413, "pixels"),
+        "another field": (page_upload(client, PNG_FACE, field="image"), 400, "`files`"),
+        "screen recorder": (
+            client.post("/ui/gradio_api/process_recording", files={"video": ("a.mp4", b"x", "video/mp4")}),
+            404,
+            "not found",
+        ),
+    }
+    for case, (response, status, words) in refused.items():
+        assert response.status_code == status, (case, response.text)
+        assert_json_error(response, status, words)
+    assert stored_uploads(server) == before
+    assert written_since(server.writes, log_offset) == []  # not even a temporary file
+
+
+def test_the_page_upload_space_is_bounded(server, client):
+    """ui.uploads.max_files (6 here): pictures that nobody analyses fill the space, the next one waits
+    (429 naming the limit); once a stored file is gone (the page deletes a photo it read, Gradio the rest
+    after ui.uploads.max_age_s) there is room again."""
+    stored: list[str] = []
+    answers = []
+    for i in range(MAX_UPLOADS + 2):
+        answer = page_upload(client, encode(np.full((24, 24, 3), i, np.uint8)), f"p{i}.png")
+        answers.append(answer.status_code)
+        stored += answer.json() if answer.status_code == 200 else []
+    try:
+        assert answers[-1] == 429 and answers.count(200) <= MAX_UPLOADS, answers
+        assert_json_error(page_upload(client, PNG_FACE), 429, "ui.uploads")
+        Path(stored.pop()).unlink()
+        again = page_upload(client, PNG_FACE)
+        assert again.status_code == 200, again.text
+        stored += again.json()
+    finally:
+        for path in stored:
+            Path(path).unlink(missing_ok=True)
 
 
 # --- where it listens ------------------------------------------------------------------------------------

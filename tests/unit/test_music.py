@@ -179,6 +179,11 @@ def test_bad_arguments(playlist_rec):
     assert len(playlist_rec.recommend("sad", k=100)) <= 100
     with pytest.raises(ValueError, match=r"music\.k=5: expected 1\.\.music\.max_k"):
         Recommender(playlist_rec.tracks, k=5, max_k=3)
+    # Each excluded id widens every slot's search: their number is bounded too.
+    with pytest.raises(ValueError, match=r"at most 500 track ids \(music.max_exclude\), got 501"):
+        playlist_rec.recommend("sad", exclude=[f"id{i}" for i in range(501)])
+    with pytest.raises(ValueError, match="overflows"):
+        playlist_rec.recommend([1e308] * 7)
 
 
 def test_100k_catalogue_answers_in_milliseconds():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,23 @@ def test_env_settings_override_conf(monkeypatch):
     monkeypatch.setenv("EMOTUNE_PORT", "eighty")
     with pytest.raises(ValueError, match="EMOTUNE_PORT"):
         serve_settings()
+
+
+def test_at_most_max_faces_are_classified_the_largest(model_dir):
+    """serve.max_faces: a picture the detector reads as many faces classifies only the largest ones."""
+    crowd = EmotionRecognizer.load(model_dir, max_faces=2)
+    boxes = [(0, 0, 60, 60), (100, 0, 90, 90), (200, 0, 70, 70), (300, 0, 120, 120)]
+    faces = crowd.analyze(photo_rgb(), boxes=boxes).faces
+    assert [f.box for f in faces] == [(100, 0, 90, 90), (300, 0, 120, 120)]  # in the detector's order
+    assert len(EmotionRecognizer.load(model_dir).analyze(photo_rgb(), boxes=boxes).faces) == 4
+    with pytest.raises(ValueError, match="max_faces=0"):
+        EmotionRecognizer.load(model_dir, max_faces=0)
+
+
+@pytest.mark.parametrize("limit", ["serve.max_image_bytes=0", "serve.max_faces=-1", "music.max_k=null"])
+def test_a_server_is_not_configured_without_its_limits(limit):
+    """0 or null would read as "no limit" to the checks: serve_settings refuses them, naming the key."""
+    from emotune.serving import serve_settings
+
+    with pytest.raises(ValueError, match=re.escape(limit.split("=")[0])):
+        serve_settings([limit])

@@ -3,6 +3,7 @@ picks (a trained model cannot be told to be happy), so the mood -> playlist rule
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 
@@ -15,7 +16,7 @@ from emotune.config import compose
 from emotune.labels import EMOTIONS
 from emotune.music import Play, Recommendation, Recommender
 from emotune.recognizer import EmotionRecognizer
-from emotune.ui import FRIENDLY_ERROR, Engine, Page, annotate, now_playing_html, playlist_html
+from emotune.ui import FRIENDLY_ERROR, Engine, Page, annotate, frame_reader, now_playing_html, playlist_html
 from emotune.vision import make_detector
 
 SKIP = {"__type__": "update"}  # what gr.skip() sends: leave the component as it is
@@ -310,3 +311,24 @@ def test_the_timeline_grows_with_the_stream_and_is_redrawn_at_its_own_pace(cfg, 
     points = [int(re.search(r'data-points="(\d+)"', c).group(1)) for c in drawn if "data-points" in c]
     assert points == sorted(points) and points[-1] >= 6  # one point a second, growing
     assert "happy" in drawn[-1] and "Download this session" in drawn[-1]
+
+
+def test_camera_frames_are_decoded_within_the_image_limits(tmp_path):
+    """The camera's frames come as data URLs: decoded in memory within serve.max_image_bytes and
+    serve.max_image_pixels (Gradio's own decoding took any size up to Pillow's ~180 Mpx)."""
+    from gradio.data_classes import ImageData
+
+    def url(data: bytes) -> ImageData:
+        return ImageData(url="data:image/png;base64," + base64.b64encode(data).decode())
+
+    read = frame_reader(max_bytes=200_000, max_pixels=640 * 480)
+    assert read(url(encode(FACE))).shape == (*FACE.shape[:2], 3)
+    assert read(None) is None
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    for data, words in [
+        (encode(noise), "200,000"),  # ~480 kB of PNG
+        (encode(np.zeros((600, 800, 3), np.uint8)), "pixels"),  # small file, too many pixels
+        (b"not a picture", "not an image"),
+    ]:
+        with pytest.raises(gr.Error, match=words):
+            read(url(data))

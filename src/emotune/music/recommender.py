@@ -197,6 +197,7 @@ class Recommender:
         jitter: float = 0.02,
         k: int = 10,
         max_k: int = 100,
+        max_exclude: int = 500,
         strategy: str = "match",
         seed: int = 0,
         recent_exclude: int = 20,
@@ -213,7 +214,13 @@ class Recommender:
         self.max_k = int(max_k)  # the most tracks one request may ask for: its work grows with k
         if not 1 <= self.k <= self.max_k:
             raise ValueError(f"music.k={self.k}: expected 1..music.max_k ({self.max_k})")
+        self.max_exclude = int(max_exclude)  # the most ids one request may exclude: each widens every search
         self.recent_exclude = int(recent_exclude)
+        if not 0 <= self.recent_exclude <= self.max_exclude:
+            raise ValueError(
+                f"music.recent_exclude={self.recent_exclude}: "
+                f"expected 0..music.max_exclude ({self.max_exclude})"
+            )
         self.popularity_weight, self.local_bonus, self.jitter = popularity_weight, local_bonus, jitter
         self.library = dict(library or {})
 
@@ -307,6 +314,7 @@ class Recommender:
             jitter=float(get("jitter", 0.02)),
             k=int(get("k", 10)),
             max_k=int(get("max_k", 100)),
+            max_exclude=int(get("max_exclude", 500)),
             strategy=str(get("strategy", "match")),
             seed=int(get("seed", 0)),
             recent_exclude=int(get("recent_exclude", 20)),
@@ -358,6 +366,11 @@ class Recommender:
         k = self.k if k is None else int(k)
         if not 1 <= k <= self.max_k:
             raise ValueError(f"k must be between 1 and {self.max_k} (music.max_k), got {k}")
+        exclude = list(exclude)
+        if len(exclude) > self.max_exclude:
+            raise ValueError(
+                f"exclude lists at most {self.max_exclude} track ids (music.max_exclude), got {len(exclude)}"
+            )
         probs = mood_vector(mood)
         slots = self._slot_targets(probs, strategy, k)
         seed = self.seed if seed is None else int(seed)
