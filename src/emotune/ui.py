@@ -785,11 +785,12 @@ class Page:
                 choices.setdefault(relative, f"{relative} (no mood yet)")
         return choices
 
-    def feels_choices(self, viewer: Viewer) -> Any:
+    def feels_choices(self, viewer: Viewer, chosen: str | None = None) -> Any:
+        """The song picker's choices; the listener's pick stays while it is one of them (a track that ends
+        must not move it to the next one)."""
         choices = self._placeable(viewer)
-        return gr.Dropdown(
-            choices=[(label, value) for value, label in choices.items()], value=next(iter(choices), None)
-        )
+        value = chosen if chosen in choices else next(iter(choices), None)
+        return gr.Dropdown(choices=[(label, value) for value, label in choices.items()], value=value)
 
     def feels(self, song: str | None, emotion: str | None, viewer: Viewer) -> tuple[Any, Any, Any]:
         """Write `song feels emotion` to the music folder's sidecar and reload the music, so the next
@@ -959,7 +960,9 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         spotify_paused.click(page.paused, [viewer], None, api_name="spotify_paused", **hidden)
         spotify_ended.click(page.ended, [viewer], music_out, api_name="spotify_ended", **hidden)
         if page.library is not None:
-            now.change(page.feels_choices, [viewer], feels_song, api_name="feels_choices", **hidden)
+            now.change(
+                page.feels_choices, [viewer, feels_song], feels_song, api_name="feels_choices", **hidden
+            )
             feels.input(
                 page.feels,
                 [feels_song, feels, viewer],
