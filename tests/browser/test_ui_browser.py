@@ -228,7 +228,9 @@ def test_snapshot_with_two_faces(page, setup):
     upload(page, bad)
     wait_for_mood(page, "can't be used")
     assert "Traceback" not in page.inner_text("body")
-    assert page.outside == [] and page.errors == []
+    # A tone ends in 4 s and a catalogue track may follow: then Spotify's script, once, and nothing else.
+    assert set(page.outside) <= {SPOTIFY_API} and len(page.outside) <= 1, page.outside
+    assert page.errors == []
     # The uploads were read into memory and deleted at once.
     deadline = time.monotonic() + 5
     while image_files(setup["gradio_tmp"]) and time.monotonic() < deadline:
