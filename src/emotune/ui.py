@@ -8,6 +8,13 @@ classifies them in one batch, draws them on a copy of the frame and feeds the ch
 the viewer's `MoodSmoother` (emotune.mood). The playlist is made only when the smoothed mood (or the
 strategy) changes. Photo mode analyses one uploaded picture and sets the mood at once.
 
+Music: local files play in a gr.Audio; a track with a Spotify id plays in Spotify's embedded player, which
+PLAYER_JS (in the page's head) drives through Spotify's iFrame API: it loads the API's script only when such a
+track first comes up (until then the page loads nothing from elsewhere), loads each next track into the same
+player, and tells the server when a track plays, pauses or ends (hidden buttons), so the list advances by
+itself. Without the internet the page says so in one line and how to play a music folder instead. "This song
+feels…" writes the music folder's sidecar (emotune.music.library.set_sidecar_mood) and reloads the music.
+
 Privacy: camera frames never touch the disk. Live frames arrive as data URLs and the annotated frame goes
 back as a data URL inside HTML (a gr.Image output would be saved to Gradio's cache). The camera is offered
 only there: a picture taken in a non-streaming gr.Image is uploaded to Gradio's temporary folder, so the Photo
@@ -41,7 +48,10 @@ from emotune.calibration import CALIBRATED, Calibration, resting_summary
 from emotune.http_guard import UploadGuard
 from emotune.labels import EMOTIONS
 from emotune.mood import FACE_RULES, MoodReading, MoodSmoother, Smoothing, select_mood, selected_faces
-from emotune.music import STRATEGIES, ListeningSession, Recommendation
+from emotune.music import STRATEGIES, CatalogError, ListeningSession, Recommendation
+from emotune.music.library import SIDECAR_NAME, set_sidecar_mood
+from emotune.music.recommender import resolve_path
+from emotune.serving import load_recommender
 from emotune.timeline import MoodTimeline, describe, snapshot_link
 from emotune.vision import ImageError, decode_image, open_image
 
@@ -61,6 +71,99 @@ VIEW_MAX_SIDE = 960  # the annotated picture is drawn at most this large (big ph
 NO_FACE = "No face yet — look at the camera"
 NOT_CALIBRATED = "Reads moods as the model sees faces. Relax your face and press Calibrate to read yours."
 FRIENDLY_ERROR = "Something went wrong with that picture. Please try again."
+MAX_UNPLACED_CHOICES = 500  # "this song feels…" lists at most this many files without a mood (filterable)
+
+# Spotify's embedded player, driven by its iFrame API (developer.spotify.com/documentation/embeds). The
+# script comes from Spotify only once a track with a Spotify id is up to play; it replaces #et-spotify-embed
+# with Spotify's player (an iframe from open.spotify.com), into which the page loads each next track.
+SPOTIFY_API = "https://open.spotify.com/embed/iframe-api/v1"
+SPOTIFY_WAIT_MS = 20_000  # the script arrived but the API never said it was ready: as good as offline
+OFFLINE_HINT = (
+    "Spotify previews need the internet. To play your own music here: "
+    "<code>make serve MUSIC=~/Music</code> or <code>emotune serve --music-dir PATH</code>."
+)
+SPOTIFY_BOX = (
+    '<div class="et-card et-spotify" hidden><div id="et-spotify-embed"></div>'
+    f'<div class="et-offline" hidden>{OFFLINE_HINT}</div></div>'
+)
+# The player's logic, in the page's head. It watches the now-playing card: a card with data-kind="spotify"
+# names the track (data-uri) to play. The first such card adds the API's script; when that fails (offline) the
+# page shows OFFLINE_HINT and never asks again: one failed request, not one per track. The player reports
+# playing / paused / ended through hidden buttons (#spotify-*) to Page.playing / paused / ended.
+PLAYER_JS = """<script>
+(() => {
+  const API = "SPOTIFY_API", WAIT_MS = SPOTIFY_WAIT_MS;
+  let state = "idle", api = null, controller = null, creating = false;
+  let current = null, playing = false, heard = false;
+  const $ = (selector) => document.querySelector(selector);
+  const press = (id) => $("#" + id)?.click();
+  function wanted() {
+    const card = $("#now-playing .et-now");
+    return card && card.dataset.kind === "spotify" ? card.dataset.uri || null : null;
+  }
+  function update(event) {
+    const d = (event && event.data) || {};
+    if (!d.isPaused) {
+      if (d.position > 0) heard = true;
+      if (!playing) { playing = true; press("spotify-playing"); }
+      return;
+    }
+    if (!playing) return;
+    playing = false;
+    // Paused at the end of a track that was heard (or back at its start): it ended.
+    const ended = heard && d.duration > 0 && (d.position === 0 || d.position >= d.duration - 1000);
+    heard = false;
+    press(ended ? "spotify-ended" : "spotify-paused");
+  }
+  function create() {
+    const uri = current;
+    creating = true;
+    api.createController($("#et-spotify-embed"), {uri: uri, width: "100%", height: 80}, (c) => {
+      controller = c;
+      c.addListener("playback_update", update);
+      c.addListener("ready", () => { if (current === uri) c.play(); });
+      if (current && current !== uri) { c.loadUri(current); c.play(); }
+    });
+  }
+  function failed() {
+    if (state !== "loading") return;
+    state = "failed";
+    sync();
+  }
+  function load() {
+    state = "loading";
+    window.onSpotifyIframeApiReady = (IFrameAPI) => {
+      if (state !== "loading") return;
+      state = "ready";
+      api = IFrameAPI;
+      if (current) create();
+    };
+    const script = document.createElement("script");
+    script.src = API;
+    script.async = true;
+    script.onerror = failed;
+    document.body.appendChild(script);
+    setTimeout(failed, WAIT_MS);
+  }
+  function sync() {
+    const box = $("#spotify .et-spotify");
+    if (!box) return;
+    const uri = wanted();
+    box.hidden = !uri;
+    box.querySelector(".et-offline").hidden = state !== "failed";
+    if (uri === current) return;
+    current = uri;
+    heard = false;
+    if (playing) { playing = false; press("spotify-paused"); }  // the player moved on from it
+    if (!uri) { if (controller) controller.pause(); return; }
+    if (state === "idle") load();
+    else if (controller) { controller.loadUri(uri); controller.play(); }
+    else if (api && !creating) create();
+  }
+  const start = () => new MutationObserver(sync).observe(document.body, {childList: true, subtree: true});
+  if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
+})();
+</script>""".replace("SPOTIFY_API", SPOTIFY_API).replace("SPOTIFY_WAIT_MS", str(SPOTIFY_WAIT_MS))
 
 # System fonts only: the page must not fetch fonts from anywhere (offline, and no third-party requests).
 FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "sans-serif"]
@@ -121,6 +224,10 @@ CSS = """
 .et-now .et-track { font-weight: 700; font-size: 1.05rem; }
 .et-now iframe { width: 100%; height: 80px; border: 0; border-radius: 12px; margin-top: .4rem; }
 .et-link { display: inline-block; margin-top: .3rem; }
+.et-spotify[hidden], .et-offline[hidden] { display: none !important; }
+.et-spotify iframe { display: block; width: 100%; border: 0; border-radius: 12px; }
+.et-offline { color: var(--body-text-color-subdued); font-size: .85rem; }
+.et-feels-note { color: var(--body-text-color-subdued); font-size: .85rem; }
 """
 
 
@@ -371,21 +478,21 @@ def now_playing_html(viewer: Viewer) -> str:
         )
     title = f'<div class="et-track">{html.escape(track.name)}</div><div>{html.escape(track.artist)}</div>'
     play = track.play
-    if play.kind == "local":
-        extra = ""
-    elif play.kind == "spotify" and play.embed_url:
-        extra = (
-            f'<iframe src="{html.escape(play.embed_url)}" loading="lazy" title="Spotify player" '
-            'allow="encrypted-media; clipboard-write"></iframe>'
-        )
-    else:
+    extra, uri = "", ""
+    if play.kind == "spotify" and play.spotify_uri:
+        uri = f' data-uri="{html.escape(play.spotify_uri)}"'  # PLAYER_JS plays it in the box below
+    elif play.kind != "local":
         extra = (
             f'<a class="et-link" href="{html.escape(play.url)}" target="_blank" rel="noopener noreferrer">'
             "Find it on Spotify ↗</a>"
         )
     where = "Playing here" if play.kind == "local" else "Up now"
     label = f'<span class="et-label">{where}</span>'
-    return f'<div class="et-card et-now" data-kind="{play.kind}">{label}{title}{extra}</div>'
+    return f'<div class="et-card et-now" data-kind="{play.kind}"{uri}>{label}{title}{extra}</div>'
+
+
+def feels_html(message: str) -> str:
+    return f'<div class="et-feels-note">{html.escape(message)}</div>'
 
 
 def audio_update(viewer: Viewer) -> Any:
@@ -448,6 +555,9 @@ class Page:
         self, engine: Callable[[], Any], cfg: DictConfig, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.engine = engine
+        self.cfg = cfg
+        library = cfg.music.get("library_dir")
+        self.library = resolve_path(library).expanduser().resolve() if library else None
         self.clock = clock  # seconds, monotonic: the smoothing's and the calibration's time
         self.smoothing = Smoothing.from_config(cfg.ui.get("smoothing"))
         self.k = int(cfg.ui.get("k") or cfg.music.k)
@@ -684,6 +794,60 @@ class Page:
     def paused(self, viewer: Viewer) -> None:
         viewer.playing = False
 
+    # -- "this song feels…": a mood for a file of the music folder
+
+    def _placeable(self, viewer: Viewer) -> dict[str, str]:
+        """The files this listener may give a mood, {path relative to the music folder: label}: the track in
+        the player when it is a library file placed by its folder, genre or the sidecar (a file that matched a
+        catalogue track plays as that track), then the files without a mood. Only these are ever written."""
+        if self.library is None:
+            return {}
+        choices: dict[str, str] = {}
+        track = viewer.current
+        if track is not None and track.source == "library" and track.play.path:
+            with contextlib.suppress(ValueError):
+                relative = Path(track.play.path).relative_to(self.library).as_posix()
+                choices[relative] = f"{track.name} — {track.artist} (now)"
+        recommender = self.engine().recommender
+        unplaced = recommender.library.get("unplaced", []) if recommender is not None else []
+        for path in unplaced[:MAX_UNPLACED_CHOICES]:
+            with contextlib.suppress(ValueError):
+                relative = Path(path).relative_to(self.library).as_posix()
+                choices.setdefault(relative, f"{relative} (no mood yet)")
+        return choices
+
+    def feels_choices(self, viewer: Viewer, chosen: str | None = None) -> Any:
+        """The song picker's choices; the listener's pick stays while it is one of them (a track that ends
+        must not move it to the next one)."""
+        choices = self._placeable(viewer)
+        value = chosen if chosen in choices else next(iter(choices), None)
+        return gr.Dropdown(choices=[(label, value) for value, label in choices.items()], value=value)
+
+    def feels(self, song: str | None, emotion: str | None, viewer: Viewer) -> tuple[Any, Any, Any]:
+        """Write `song feels emotion` to the music folder's sidecar and reload the music, so the next
+        playlist uses it. -> (note, song choices, emotion picker cleared)."""
+        if not emotion:
+            return gr.skip(), gr.skip(), gr.skip()
+        choices = self._placeable(viewer)
+        if self.library is None or song not in choices or emotion not in EMOTIONS:
+            note = "Pick a song of your music folder and one of the seven emotions."
+            return feels_html(note), self.feels_choices(viewer), None
+        try:
+            set_sidecar_mood(self.library, self.library / song, emotion)
+        except (CatalogError, OSError) as err:
+            log.warning("could not save a song's mood: %s", err)
+            return feels_html(f"Could not save that: {err}"), gr.skip(), None
+        recommender, status = load_recommender(self.cfg)
+        engine = self.engine()
+        if recommender is None:
+            note = f"Saved, but the music could not be reloaded ({status}); it applies after a restart."
+            return feels_html(note), gr.skip(), None
+        engine.recommender, engine.music_status = recommender, status  # what the next playlist comes from
+        name = choices[song].rsplit(" (", 1)[0]
+        where = f"{self.library.name}/{SIDECAR_NAME}"
+        note = f"Saved: {name} feels {emotion} ({where}). The next playlist uses it."
+        return feels_html(note), self.feels_choices(viewer), None
+
 
 def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
     """The Gradio Blocks of the page. `engine()` returns the object with the recognizer and recommender."""
@@ -759,6 +923,7 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                 bars = gr.HTML(bars_html(None), elem_id="probs")
                 timeline = gr.HTML(timeline_html(empty_viewer.timeline), elem_id="timeline")
                 now = gr.HTML(now_playing_html(empty_viewer), elem_id="now-playing")
+                gr.HTML(SPOTIFY_BOX, elem_id="spotify")  # never updated: the player in it lives on
                 audio = gr.Audio(
                     type="filepath",
                     autoplay=True,
@@ -771,7 +936,25 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
                 with gr.Row():
                     prev_button = gr.Button("‹ Previous", size="sm", elem_id="prev")
                     next_button = gr.Button("Next ›", size="sm", elem_id="next")
+                with gr.Row(visible=page.library is not None, elem_id="feels-row"):
+                    feels_song = gr.Dropdown(
+                        [], value=None, label="Song", interactive=True, scale=3, elem_id="feels-song"
+                    )
+                    feels = gr.Dropdown(
+                        list(EMOTIONS),
+                        value=None,
+                        label="This song feels…",
+                        info="saved in your music folder",
+                        interactive=True,
+                        scale=2,
+                        elem_id="feels",
+                    )
+                feels_note = gr.HTML("", elem_id="feels-note")
                 playlist = gr.HTML(playlist_html(empty_viewer), elem_id="playlist")
+                # What Spotify's player (PLAYER_JS) tells the server; never shown.
+                spotify_playing = gr.Button(visible="hidden", elem_id="spotify-playing")
+                spotify_paused = gr.Button(visible="hidden", elem_id="spotify-paused")
+                spotify_ended = gr.Button(visible="hidden", elem_id="spotify-ended")
 
         music_out = [playlist, now, audio]
         hidden: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
@@ -807,6 +990,20 @@ def build_page(engine: Callable[[], Any], cfg: DictConfig) -> gr.Blocks:
         audio.play(page.playing, [viewer], None, api_name="playing", **hidden)
         audio.pause(page.paused, [viewer], None, api_name="paused", **hidden)
         audio.stop(page.ended, [viewer], music_out, api_name="ended", **hidden)
+        spotify_playing.click(page.playing, [viewer], None, api_name="spotify_playing", **hidden)
+        spotify_paused.click(page.paused, [viewer], None, api_name="spotify_paused", **hidden)
+        spotify_ended.click(page.ended, [viewer], music_out, api_name="spotify_ended", **hidden)
+        if page.library is not None:
+            now.change(
+                page.feels_choices, [viewer, feels_song], feels_song, api_name="feels_choices", **hidden
+            )
+            feels.input(
+                page.feels,
+                [feels_song, feels, viewer],
+                [feels_note, feels_song, feels],
+                api_name="feels",
+                **hidden,
+            )
     return blocks
 
 
@@ -816,6 +1013,7 @@ def mount_options(cfg: DictConfig) -> dict[str, Any]:
     return {
         "theme": theme(),
         "css": CSS,
+        "head": PLAYER_JS,
         "allowed_paths": [str(Path(library).expanduser().resolve())] if library else None,
         "show_error": False,  # errors are logged; the page shows its own short messages
         "ssr_mode": False,

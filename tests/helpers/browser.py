@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,3 +48,34 @@ def chromium(video: Path) -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+def open_page(browser: Any, server: str) -> Any:
+    """A fresh browser session (camera allowed) on the server's page, recording what the page fetches from
+    anywhere but the server (`page.outside`), uncaught errors (`page.errors`) and console errors
+    (`page.console_errors`, e.g. a resource that failed to load). Close it with `page.context.close()`."""
+    context = browser.new_context(permissions=["camera"], viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.outside, page.errors, page.console_errors = [], [], []
+    page.on(
+        "request",
+        lambda r: page.outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None,
+    )
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.on("console", lambda m: _console_error(page, m))
+    page.goto(f"{server}/ui/", wait_until="domcontentloaded")  # Gradio never goes network-idle
+    page.wait_for_selector("#mood .et-mood", timeout=30_000)
+    return page
+
+
+def _console_error(page: Any, message: Any) -> None:
+    where = message.location.get("url", "")
+    # The browser asks every site for /favicon.ico; BentoML's root has none (a 404 that is nobody's error).
+    if message.type == "error" and not where.endswith("/favicon.ico"):
+        page.console_errors.append(f"{message.text} ({where})")
+
+
+def start_camera(page: Any) -> None:
+    """Open the Live tab's camera and press Record: frames stream to the server."""
+    page.click("#camera button:has-text('Click to Access Webcam')")
+    page.click("#camera button.capture-button", timeout=15_000)

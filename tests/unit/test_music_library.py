@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from emotune.music.library import (
     library_cache_path,
     read_tags,
     scan_library,
+    set_sidecar_mood,
 )
 
 
@@ -283,3 +285,83 @@ def test_validate_lists_at_most_twenty_unplaced(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "unplaced: 23 files have no mood" in out and out.count("  unplaced: ") == 20
     assert "... and 3 more (--json lists them all)" in out
+
+
+# ------------------------------------------------------------------------------- the sidecar, from the page
+
+
+def names_for(rec: Recommender, mood: str) -> set[str]:
+    return {t.name for t in rec.recommend(mood, k=30) if t.source == "library"}
+
+
+def test_saying_how_a_song_feels_rewrites_its_sidecar_line_and_the_next_list_uses_it(tmp_path):
+    make_wav(tmp_path / "a.wav", title="A", artist="Artist A")
+    make_wav(tmp_path / "sub" / "b.wav", title="B", artist="Artist B")
+    make_wav(tmp_path / "c.wav", title="C", artist="Artist C")  # no mood yet: never recommended
+    (tmp_path / SIDECAR_NAME).write_text("path,valence,energy\na.wav,0.9,0.8\nsub/b.wav,0.9,0.8\n")
+    before = Recommender.from_files(library_dir=tmp_path)
+    assert names_for(before, "happy") == {"A", "B"} and names_for(before, "sad") == set()
+
+    set_sidecar_mood(tmp_path, tmp_path / "sub" / "b.wav", "sad")
+    set_sidecar_mood(tmp_path, tmp_path / "c.wav", "sad")
+    set_sidecar_mood(tmp_path, tmp_path / "c.wav", "fear")  # a second word replaces the first
+    lines = (tmp_path / SIDECAR_NAME).read_text().splitlines()
+    assert lines == ["path,valence,energy,emotion", "a.wav,0.9,0.8,", "sub/b.wav,,,sad", "c.wav,,,fear"]
+    after = Recommender.from_files(library_dir=tmp_path)
+    assert names_for(after, "happy") == {"A"} and names_for(after, "sad") == {"B"}
+    assert names_for(after, "fear") == {"C"} and after.library["unplaced"] == []
+
+
+def test_the_sidecar_takes_only_known_emotions_and_audio_files_of_the_folder(tmp_path):
+    music = tmp_path / "music"
+    make_wav(music / "a.wav", title="A", artist="Artist A")
+    make_wav(tmp_path / "outside.wav", title="O", artist="Artist O")
+    (music / "notes.txt").write_text("not audio")
+    (music / SIDECAR_NAME).write_text("path,emotion\na.wav,happy\n")
+    old = (music / SIDECAR_NAME).read_bytes()
+    for emotion in ("elated", "calm", "", "SAD"):  # "calm" is a folder alias, not one of the seven
+        with pytest.raises(CatalogError, match="is not one of angry, disgust"):
+            set_sidecar_mood(music, music / "a.wav", emotion)
+    for path in (
+        tmp_path / "outside.wav",
+        music / ".." / "outside.wav",
+        music / "notes.txt",
+        music / SIDECAR_NAME,
+        music / "missing.wav",
+        music,
+    ):
+        with pytest.raises(CatalogError, match="not an audio file of the music folder"):
+            set_sidecar_mood(music, path, "sad")
+    (music / "evil.wav").symlink_to(tmp_path / "outside.wav")  # a link out of the folder is outside too
+    with pytest.raises(CatalogError, match="not an audio file of the music folder"):
+        set_sidecar_mood(music, music / "evil.wav", "sad")
+    assert (music / SIDECAR_NAME).read_bytes() == old
+
+
+def test_a_failed_sidecar_write_leaves_the_old_file(tmp_path):
+    (tmp_path / SIDECAR_NAME).write_text("path,emotion\nkeep.wav,happy\n")
+    make_wav(tmp_path / "keep.wav", title="K", artist="Artist K")
+    old = (tmp_path / SIDECAR_NAME).read_bytes()
+    # Linux names may be any bytes: this one cannot be written as UTF-8, so the write fails on its line,
+    # after the header and the old lines went to the new file.
+    odd = make_wav(tmp_path / os.fsdecode(b"\xff-odd.wav"), title="O", artist="Artist O")
+    with pytest.raises(CatalogError, match="not UTF-8 text"):
+        set_sidecar_mood(tmp_path, odd, "sad")
+    assert (tmp_path / SIDECAR_NAME).read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".wav"] == [SIDECAR_NAME]  # no temp file
+    # A broken sidecar is reported, not overwritten.
+    (tmp_path / SIDECAR_NAME).write_text("file,mood\nkeep.wav,happy\n")
+    with pytest.raises(CatalogError, match="needs a 'path' column"):
+        set_sidecar_mood(tmp_path, tmp_path / "keep.wav", "sad")
+    assert (tmp_path / SIDECAR_NAME).read_text() == "file,mood\nkeep.wav,happy\n"
+
+
+def test_listeners_saving_at_once_lose_no_line(tmp_path):
+    files = [make_wav(tmp_path / f"{i}.wav", seconds=0.05, title=f"S{i}", artist=f"A{i}") for i in range(12)]
+    threads = [threading.Thread(target=set_sidecar_mood, args=(tmp_path, f, "sad")) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / SIDECAR_NAME).read_text().splitlines()
+    assert lines[0] == "path,emotion" and sorted(lines[1:]) == sorted(f"{i}.wav,sad" for i in range(12))

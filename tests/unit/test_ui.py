@@ -207,7 +207,9 @@ def test_playlist_and_player_markup(page):
     markup = playlist_html(viewer)
     assert "<script>" not in markup and "&lt;script&gt;" in markup and "Band &amp; Co" in markup
     assert 'class="et-current"' in markup and markup.count("<li") == 2
-    assert '<iframe src="https://open.spotify.com/embed/track/x"' in now_playing_html(viewer)
+    # A Spotify track names its URI for the page's player script; the card itself loads nothing.
+    assert 'data-kind="spotify" data-uri="spotify:track:x"' in now_playing_html(viewer)
+    assert "<iframe" not in now_playing_html(viewer)
     viewer.select(1)
     assert "Find it on Spotify" in now_playing_html(viewer) and "<iframe" not in now_playing_html(viewer)
     assert "Music is unavailable" in playlist_html(viewer, "error: catalogue broken")
@@ -332,3 +334,62 @@ def test_camera_frames_are_decoded_within_the_image_limits(tmp_path):
     ]:
         with pytest.raises(gr.Error, match=words):
             read(url(data))
+
+
+def test_this_song_feels_writes_the_sidecar_and_the_next_playlist_uses_it(tmp_path, monkeypatch, model):
+    """The control offers the library file in the player and the files without a mood, writes only those,
+    only with one of the seven emotions, and the next playlist comes from the reloaded music."""
+    from helpers.music import make_wav
+
+    from emotune.music.library import CACHE_DIR_ENV, SIDECAR_NAME
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    music = tmp_path / "music"
+    make_wav(music / "happy" / "sunny.wav", title="Sunny Tone", artist="Tones A")  # placed by its folder
+    make_wav(music / "mystery.wav", title="Mystery Tone", artist="Tones B")  # nothing says its mood
+    make_wav(tmp_path / "outside.wav", title="Outside", artist="Tones C")
+    cfg = compose(
+        ["ui.smoothing.hold_s=0", "ui.smoothing.min_frames=2", "ui.k=5", f"music.library_dir={music}"]
+    )
+    cfg.music.local_bonus = 0.5  # local files first, so the player holds one
+    engine = Engine(EmotionRecognizer(model, make_detector("haar")), Recommender.from_config(cfg))
+    page = Page(lambda: engine, cfg)
+    viewer = page.new_viewer()
+    for _ in range(2):
+        page.live(FACE, "largest", "match", viewer)  # the model says happy: the sunny tone plays first
+    assert viewer.current.name == "Sunny Tone"
+    choices = page.feels_choices(viewer)
+    assert choices.choices == [
+        ("Sunny Tone — Tones A (now)", "happy/sunny.wav"),
+        ("mystery.wav (no mood yet)", "mystery.wav"),
+    ]
+    assert choices.value == "happy/sunny.wav"
+    sad_names = lambda: {t.name for t in engine.recommender.recommend("sad", k=10)}  # noqa: E731
+    assert "Mystery Tone" not in sad_names()
+
+    # Anything else is refused and nothing is written.
+    for song, emotion in (
+        ("../outside.wav", "sad"),
+        (str(tmp_path / "outside.wav"), "sad"),
+        ("mystery.wav", "calm"),
+    ):
+        note, _, cleared = page.feels(song, emotion, viewer)
+        assert "Pick a song of your music folder" in note and cleared is None
+    assert not (music / SIDECAR_NAME).exists()
+    assert page.feels("mystery.wav", None, viewer) == (SKIP, SKIP, SKIP)
+
+    old = engine.recommender
+    note, choices, cleared = page.feels("mystery.wav", "sad", viewer)
+    assert "Saved: mystery.wav feels sad" in note and "The next playlist uses it" in note and cleared is None
+    assert (music / SIDECAR_NAME).read_text() == "path,emotion\nmystery.wav,sad\n"
+    assert engine.recommender is not old and "Mystery Tone" in sad_names()
+    assert [value for _, value in choices.choices] == ["happy/sunny.wav"]  # it has a mood now
+
+    page.feels("happy/sunny.wav", "sad", viewer)  # the file in the player, moved to another mood
+    assert "Sunny Tone" in sad_names() and "Sunny Tone" not in {
+        t.name for t in engine.recommender.recommend("happy", k=10)
+    }
+    # Without a music folder there is nothing to offer, and nothing is written.
+    plain = Page(lambda: engine, compose())
+    assert plain.feels_choices(viewer).choices == []
+    assert "Pick a song" in plain.feels("mystery.wav", "sad", viewer)[0]

@@ -22,12 +22,14 @@ never written to.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -324,6 +326,53 @@ def read_sidecar(directory: Path) -> dict[str, tuple[float, float] | str]:
                 f"{file}: {line_numbers([int(row)])}: give an emotion or both valence and energy"
             )
     return placed
+
+
+_SIDECAR_LOCK = threading.Lock()  # two listeners saving at once must not lose one of the lines
+
+
+def set_sidecar_mood(directory: Path | str, path: Path | str, emotion: str) -> Path:
+    """Say in the library's emotune_moods.csv that the audio file `path` feels `emotion` (one of EMOTIONS),
+    replacing what the file said about it and keeping every other line; returns the sidecar's path.
+
+    Only an existing audio file inside `directory` is accepted (CatalogError otherwise), so a caller that
+    passes on a listener's choice cannot name anything else. The new file is written beside the old one and
+    moved over it, so a failure half-way leaves the old sidecar as it was.
+    """
+    from emotune.labels import EMOTIONS
+
+    if str(emotion) not in EMOTIONS:
+        raise CatalogError(f"emotion {emotion!r} is not one of {', '.join(EMOTIONS)}")
+    folder = Path(directory).expanduser().resolve()
+    file = Path(path).expanduser().resolve()
+    if not file.is_relative_to(folder) or file.suffix.lower() not in AUDIO_SUFFIXES or not file.is_file():
+        raise CatalogError(f"{path}: not an audio file of the music folder {folder}")
+    sidecar = folder / SIDECAR_NAME
+    with _SIDECAR_LOCK:
+        header, rows = ["path", "emotion"], []
+        if sidecar.is_file():
+            read_sidecar(folder)  # a broken sidecar is reported, not overwritten
+            with open(sidecar, encoding="utf-8-sig", newline="") as f:
+                reader = csv.DictReader(f)
+                header = [str(c) for c in reader.fieldnames or []]
+                rows = list(reader)
+        columns = {c.strip().lower(): c for c in header}
+        if "emotion" not in columns:
+            header.append("emotion")
+            columns["emotion"] = "emotion"
+        path_column = columns["path"]
+        # The file's own lines go (a point, valence and energy, would beat the emotion); its new line is last.
+        rows = [r for r in rows if (folder / (r.get(path_column) or "").strip()).resolve() != file]
+        rows.append({path_column: file.relative_to(folder).as_posix(), columns["emotion"]: emotion})
+        try:
+            with atomic_output(sidecar) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+                writer = csv.DictWriter(out, header, restval="", lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (Linux allows any bytes)
+            raise CatalogError(f"{path}: its name is not UTF-8 text and cannot go in {sidecar}") from None
+    log.info("%s: %s feels %s", sidecar, file.relative_to(folder), emotion)
+    return sidecar
 
 
 def genre_point(genre: str) -> tuple[float, float] | None:

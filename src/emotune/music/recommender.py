@@ -76,6 +76,11 @@ class Play:
     embed_url: str | None = None  # Spotify embed player, when the id is known
     path: str | None = None  # the local audio file, for kind == "local"
 
+    @property
+    def spotify_uri(self) -> str | None:
+        """`spotify:track:<id>`, what Spotify's iFrame API loads, when the id is known."""
+        return f"spotify:track:{self.embed_url.rsplit('/', 1)[1]}" if self.embed_url else None
+
 
 @dataclass(frozen=True)
 class Recommendation:
