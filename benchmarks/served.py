@@ -51,12 +51,13 @@ class Served:
 
 @contextlib.contextmanager
 def bentoml_serve(
-    target: str, env: dict[str, str], log: Path, timeout: float = 90, host: str | None = None
+    target: str, env: dict[str, str], log: Path, timeout: float = 300, host: str | None = None
 ) -> Iterator[Served]:
     """`bentoml serve target` on a free port; yields once /readyz answers 200, stops it after.
 
     Without `host` the service's own configuration chooses where it listens (what the tests check). A server
-    that exits or is not ready in `timeout` seconds raises with the end of its log.
+    that exits or is not ready in `timeout` seconds raises with the end of its log (the default allows for
+    a machine busy with other work: a server alone is ready in seconds).
     """
     port = free_port()
     where = ["--host", host] if host else []
