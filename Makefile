@@ -1,7 +1,17 @@
-# The front door. `make serve` and `make test` each create the environment first when it is missing.
+# The front door. `make serve` and `make test` each create the environment first when it is missing: the light
+# one (serving only) for `make serve`, the full one (training, DVC, MLflow, the tests) for everything else.
 SHELL := /bin/bash
 PY ?= python3
+# uv: the one on PATH, else `python3 -m uv`, else a private copy in .uv-bootstrap/ (a virtual environment, so
+# pip installs it even where the system Python refuses pip installs, PEP 668).
+ifneq ($(shell command -v uv 2>/dev/null),)
+UV := uv
+else ifeq ($(shell $(PY) -m uv --version >/dev/null 2>&1 && echo yes),yes)
 UV := $(PY) -m uv
+else
+UV := .uv-bootstrap/bin/uv
+UV_BOOTSTRAP := .uv-bootstrap/bin/uv
+endif
 RUN := $(UV) run --frozen
 
 # No telemetry, no network calls from the libraries we use.
@@ -11,21 +21,34 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help env serve test test-fast lint params repro bench bench-quick bench-peers bench-torch clean
+.PHONY: help env env-serve env-full serve test test-fast lint params repro bench bench-quick bench-peers bench-torch clean
 
 help:  ## list the targets (this text)
 	@grep -hE '^[A-Za-z][A-Za-z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-.venv/.synced: pyproject.toml uv.lock
-	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
-	$(UV) sync --frozen
+.uv-bootstrap/bin/uv:
+	@$(PY) -m venv .uv-bootstrap || { echo "error: no uv, and '$(PY) -m venv' failed: install uv, or the venv module (Debian/Ubuntu: apt-get install python3-venv), then run make again" >&2; exit 1; }
+	.uv-bootstrap/bin/pip install --quiet uv
+
+# The light environment: the package's own dependencies. --inexact keeps what a full environment added.
+.venv/.serve-synced: pyproject.toml uv.lock | $(UV_BOOTSTRAP)
+	$(UV) sync --frozen --no-default-groups --inexact
 	@touch $@
 
-env: .venv/.synced  ## create/refresh the virtual environment from uv.lock
+# The full environment: + the `train` and `dev` dependency groups (pyproject.toml's default groups).
+.venv/.synced: pyproject.toml uv.lock | $(UV_BOOTSTRAP)
+	$(UV) sync --frozen
+	@touch $@ .venv/.serve-synced
 
-serve: env  ## start the service and its page on http://127.0.0.1:3000 (MUSIC=DIR: your audio files; emotune serve --help)
-	$(RUN) emotune serve$(if $(MUSIC), --music-dir "$(MUSIC)")
+env-serve: .venv/.serve-synced  ## create/refresh the light environment: serving only, no TensorFlow, DVC, MLflow or test tools
+
+env-full: .venv/.synced  ## create/refresh the full environment from uv.lock (training, pipeline, tests)
+
+env: env-full  ## the same as env-full
+
+serve: env-serve  ## start the service and its page on http://127.0.0.1:3000 (MUSIC=DIR: your audio files; emotune serve --help)
+	$(UV) run --frozen --no-sync emotune serve$(if $(MUSIC), --music-dir "$(MUSIC)")
 
 params: env  ## recompose params.yaml from conf/ (run after editing conf/)
 	$(RUN) emotune config compose --out params.yaml
@@ -70,5 +93,5 @@ bench: bench-peers  ## the full benchmark (docs/benchmarks.md): Markdown on stdo
 bench-quick: bench-peers  ## the CI-sized benchmark (small training model, few repeats)
 	$(RUN) python -m benchmarks.run --quick
 
-clean:  ## delete .venv, artifacts/, test caches and the benchmark peers
-	rm -rf .venv artifacts .pytest_cache .bench-peers .bench-torch
+clean:  ## delete .venv, artifacts/, test caches, the benchmark peers and a bootstrapped uv
+	rm -rf .venv artifacts .pytest_cache .bench-peers .bench-torch .uv-bootstrap

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,33 +51,41 @@ class Served:
 
 @contextlib.contextmanager
 def bentoml_serve(
-    target: str, env: dict[str, str], log: Path, timeout: float = 300, host: str | None = None
+    target: str,
+    env: dict[str, str],
+    log: Path,
+    timeout: float = 300,
+    host: str | None = None,
+    command: Sequence[str] | None = None,
+    scheme: str = "http",
 ) -> Iterator[Served]:
     """`bentoml serve target` on a free port; yields once /readyz answers 200, stops it after.
 
     Without `host` the service's own configuration chooses where it listens (what the tests check). A server
     that exits or is not ready in `timeout` seconds raises with the end of its log (the default allows for
-    a machine busy with other work: a server alone is ready in seconds).
+    a machine busy with other work: a server alone is ready in seconds). `command` runs instead of
+    `python -m bentoml serve target` (e.g. another environment's `emotune serve`) with the same --host and
+    --port; `scheme` "https" for a server with TLS (its certificate is not verified: a self-signed one).
     """
     port = free_port()
     where = ["--host", host] if host else []
     start = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, *where, "--port", str(port)],
+            [*(command or [sys.executable, "-m", "bentoml", "serve", target]), *where, "--port", str(port)],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped whole, workers included
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://{host if host not in (None, '0.0.0.0', '::') else '127.0.0.1'}:{port}"
     try:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=2, verify=scheme != "https").status_code == 200:
                     break
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"bentoml serve not ready after {timeout}s:\n{log.read_text()[-3000:]}")

@@ -104,11 +104,66 @@ def library_summary(folder: str | Path, placed: Mapping[str, list[str]]) -> str:
     return f"{folder}: {total} files placed ({rules or 'none'}), {unplaced} without a mood{hint}"
 
 
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """--https | --ssl-certfile F --ssl-keyfile K, for `emotune serve` and `emotune ui`."""
+    parser.add_argument(
+        "--https",
+        action="store_true",
+        help="HTTPS with a self-signed certificate for this machine's names and addresses, made once under "
+        "~/.config/emotune/tls/ (browsers ask to accept it once); for a camera on another device of the LAN",
+    )
+    parser.add_argument("--ssl-certfile", metavar="FILE", help="HTTPS: a PEM certificate (chain)")
+    parser.add_argument("--ssl-keyfile", metavar="FILE", help="HTTPS: the certificate's PEM key")
+
+
+def tls_files(args: argparse.Namespace, host: str | None) -> tuple[Path, Path] | None:
+    """(certificate, key) as absolute paths for the TLS options, None for plain HTTP. --https makes (or
+    reuses) the self-signed pair for `host` and this machine, and says so on stderr. Raises ValueError for
+    options that do not go together or files that cannot be read."""
+    cert, key = args.ssl_certfile, args.ssl_keyfile
+    if args.https and (cert or key):
+        raise ValueError("--https makes its own certificate: give it, or --ssl-certfile and --ssl-keyfile")
+    if args.https:
+        try:
+            from emotune.tls import local_names, self_signed_certificate
+        except ModuleNotFoundError as err:  # a hand-made install without it: the other way still works
+            raise ValueError(
+                f"--https needs the {err.name} package; or make a pair with `openssl req -x509 -newkey "
+                "rsa:2048 -nodes -days 365 -subj /CN=emotune -keyout key.pem -out cert.pem` and pass "
+                "--ssl-certfile cert.pem --ssl-keyfile key.pem"
+            ) from None
+        names = local_names(host)
+        cert_path, key_path, made = self_signed_certificate(names)
+        print(
+            f"https: {'made' if made else 'reusing'} the self-signed certificate {cert_path} for "
+            f"{', '.join(names)}; browsers ask once to accept it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return cert_path, key_path
+    if not (cert or key):
+        return None
+    if not (cert and key):
+        raise ValueError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    paths = Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
+    for path in paths:
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read {path}")
+    return paths
+
+
 def _serve(args: argparse.Namespace) -> int:
     """`bentoml serve` of the repository's service, with the EMOTUNE_* settings from the options."""
     from emotune.config import REPO_ROOT
     from emotune.music.catalog import CatalogError
 
+    try:
+        tls = tls_files(args, args.host or os.environ.get("EMOTUNE_HOST"))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if tls is not None:
+        args.ssl_certfile, args.ssl_keyfile = map(str, tls)  # -> EMOTUNE_SSL_CERTFILE, EMOTUNE_SSL_KEYFILE
     if args.music_dir:
         try:
             check_music(args.music_dir)
@@ -155,5 +210,6 @@ def register(sub: Any) -> None:
         help="a folder of your own audio files (mp3/ogg/flac/wav/m4a...), played in the page "
         "(music.library_dir); checked and scanned before the server starts",
     )
+    add_tls_options(s)
     s.add_argument("--development", action="store_true", help="BentoML development mode (one process)")
     s.set_defaults(func=_serve)

@@ -10,6 +10,8 @@ import importlib
 import sys
 from importlib import metadata
 
+from emotune.environment import FullEnvironmentRequired, missing_full_module, needs_full_environment
+
 # module path -> it defines `register(subparsers)` adding one or more sub-commands.
 COMMAND_MODULES: tuple[str, ...] = (
     "emotune.config",
@@ -43,8 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Each sub-command sets `func(args) -> int` via set_defaults.
-    return int(args.func(args) or 0)
+    # Each sub-command sets `func(args) -> int` via set_defaults. Commands import their libraries lazily, so
+    # one that needs the full environment fails here, in the light one, before it has done anything.
+    try:
+        return int(args.func(args) or 0)
+    except FullEnvironmentRequired as err:
+        print(f"emotune {args.command}: {err}", file=sys.stderr)
+    except ModuleNotFoundError as err:
+        module = missing_full_module(err)
+        if module is None:
+            raise
+        print(needs_full_environment(f"emotune {args.command}", module), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

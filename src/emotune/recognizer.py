@@ -6,11 +6,13 @@
     probs = recognizer.classify(crops_uint8_n_48_48)         # float32 (N, 7)
 
 Used by the BentoML service, the Gradio page, `emotune analyze` and evaluation. The ONNX path needs no
-TensorFlow (fast start, small containers); a .keras file loads through Keras.
+TensorFlow (fast start, small containers); a .keras file loads through Keras, which only the full environment
+installs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -21,12 +23,14 @@ import numpy as np
 
 from emotune.atomic import sha256_file
 from emotune.calibration import neutral_reference, recalibrate
+from emotune.environment import FULL_ENV_COMMAND, FullEnvironmentRequired
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import FACE_SIZE, Box, crop_face, expand_box, to_gray, to_model_input
 from emotune.vision import FaceDetector, as_rgb, detector_from_config, make_detector
 
 ONNX_FILE = "emotune.onnx"
 KERAS_FILE = "model.keras"
+KERAS_SUFFIXES = (".keras", ".h5")
 CARD_FILE = "model_card.json"
 MODEL_DIR_ENV = "EMOTUNE_MODEL_DIR"
 
@@ -76,7 +80,7 @@ def load_backend(path: Path | str, threads: int = 0) -> Backend:
     path = Path(path)
     if path.suffix == ".onnx":
         return OnnxBackend(path, threads)
-    if path.suffix in (".keras", ".h5"):
+    if path.suffix in KERAS_SUFFIXES:
         return KerasBackend(path)
     raise ValueError(f"{path}: expected an .onnx or .keras model file")
 
@@ -124,6 +128,11 @@ def check_model(model_dir: Path | str) -> tuple[Path, dict[str, Any] | None]:
     except ValueError as err:
         raise ModelLoadError(f"{card_path} is not valid JSON ({err}). " + RESTORE_HINT) from err
     verify_model_file(path, card, card_path)
+    if path.suffix in KERAS_SUFFIXES and importlib.util.find_spec("keras") is None:
+        raise FullEnvironmentRequired(
+            f"{path} is a Keras model: it needs the full environment ({FULL_ENV_COMMAND}); this install "
+            f"serves ONNX models ({ONNX_FILE})"
+        )
     return path, card
 
 

@@ -39,7 +39,13 @@ from emotune.recognizer import (
     check_model,
     locate_model,
 )
-from emotune.serving import analysis_json, freeze_loaded_objects, load_recommender, serve_settings
+from emotune.serving import (
+    analysis_json,
+    freeze_loaded_objects,
+    load_recommender,
+    serve_settings,
+    ssl_settings,
+)
 from emotune.ui import page_app
 from emotune.vision import ImageError, decode_image
 
@@ -151,6 +157,7 @@ info = FastAPI(title="emotune info")  # GET routes: BentoML's own APIs are POST
     threads=int(SERVE.threads),
     http={"host": str(SERVE.host), "port": int(SERVE.port)},
     traffic={"timeout": 60},
+    **ssl_settings(SERVE),  # HTTPS when serve.ssl_certfile and serve.ssl_keyfile are set
 )
 class Emotune:
     if STORE_MODEL is not None:

@@ -21,6 +21,8 @@ ENV_SETTINGS: dict[str, tuple[str, type]] = {
     "EMOTUNE_WORKERS": ("workers", int),
     "EMOTUNE_THREADS": ("threads", int),
     "EMOTUNE_INTRA_OP_THREADS": ("intra_op_threads", int),
+    "EMOTUNE_SSL_CERTFILE": ("ssl_certfile", str),
+    "EMOTUNE_SSL_KEYFILE": ("ssl_keyfile", str),
 }
 # A folder of the listener's own audio files: music.library_dir (`emotune serve --music-dir` sets it). A
 # variable of its own rather than a Hydra override, so any path works, spaces and all.
@@ -76,6 +78,21 @@ def check_limits(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r}: a request limit must be a whole number of at least 1")
+
+
+def ssl_settings(serve: Any) -> dict[str, Any]:
+    """The BentoML service's `ssl` configuration for serve.ssl_certfile + serve.ssl_keyfile (HTTPS), or {}
+    (plain HTTP) when neither is set. One without the other, or a file that cannot be read, raises
+    ValueError: the server must not quietly fall back to HTTP."""
+    cert, key = serve.get("ssl_certfile"), serve.get("ssl_keyfile")
+    if not cert and not key:
+        return {}
+    if not (cert and key):
+        raise ValueError("HTTPS needs both serve.ssl_certfile and serve.ssl_keyfile: a certificate, its key")
+    for what, path in (("certificate", cert), ("key", key)):
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read the TLS {what} {path}")
+    return {"ssl": {"enabled": True, "certfile": str(cert), "keyfile": str(key)}}
 
 
 def load_recommender(cfg: DictConfig) -> tuple[Any | None, str]:

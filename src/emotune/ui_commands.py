@@ -29,11 +29,13 @@ def ui_settings(args: argparse.Namespace) -> DictConfig:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from emotune.analyze_commands import tls_files
     from emotune.music.catalog import CatalogError
 
     try:
         cfg = ui_settings(args)
-    except CatalogError as exc:
+        tls = tls_files(args, args.host or str(cfg.ui.host))
+    except (CatalogError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -49,7 +51,7 @@ def _ui(args: argparse.Namespace) -> int:
         return 2
     host = args.host or str(cfg.ui.host)
     port = int(args.port or cfg.ui.port)
-    print(f"emotune page: http://{host}:{port}/", flush=True)
+    print(f"emotune page: {'https' if tls else 'http'}://{host}:{port}/", flush=True)
     print(f"  model {engine.recognizer.source}; music {engine.music_status}", flush=True)
     if args.music_dir:
         from emotune.analyze_commands import library_summary
@@ -58,11 +60,14 @@ def _ui(args: argparse.Namespace) -> int:
         print(f"  music folder {summary}", flush=True)
     app = page_app(cfg, engine=lambda: engine)
     freeze_loaded_objects()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+    uvicorn.run(app, host=host, port=port, log_level="warning", **ssl)
     return 0
 
 
 def register(sub: Any) -> None:
+    from emotune.analyze_commands import add_tls_options
+
     p = sub.add_parser(
         "ui",
         help="the webcam-and-playlist page on its own (http://127.0.0.1:7860/)",
@@ -79,5 +84,6 @@ def register(sub: Any) -> None:
         metavar="PATH",
         help="a folder of your own audio files (mp3/ogg/flac/wav/m4a...) to play (music.library_dir)",
     )
+    add_tls_options(p)
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. ui.face_rule=average music.k=5")
     p.set_defaults(func=_ui)

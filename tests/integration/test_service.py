@@ -243,3 +243,13 @@ def test_the_bento_packs_the_store_model_code_and_configuration(bento):
         "conf/serve/default.yaml",
     ):
         assert (built / "src" / path).is_file(), path
+
+    # Its image installs the light set of `make serve` at uv.lock's versions: no TensorFlow, DVC or MLflow.
+    def pins(text: str) -> set[str]:
+        return {line.split(";")[0].strip() for line in text.splitlines() if line and not line.startswith("#")}
+
+    packed = pins((built / "env" / "python" / "requirements.txt").read_text())
+    light = pins((REPO_ROOT / "requirements-serve.txt").read_text())
+    # (BentoML adds a pin of itself, the version that built the bento.)
+    assert light <= packed and all(p.startswith("bentoml==") for p in packed - light), sorted(packed ^ light)
+    assert not any(p.startswith(("tensorflow", "keras", "mlflow", "dvc")) for p in packed)
