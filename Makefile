@@ -76,15 +76,16 @@ FER_PEER := fer==25.10.3
 
 bench-peers: env .bench-peers/.installed  ## install the `fer` peer for the benchmarks
 
-# Plain PyTorch for figure 1's reference row, in .bench-torch/ and outside the locked environment (the
-# benchmark runs it in a process of its own). pip, not uv: pip takes a CPU build where the machine offers one;
-# from PyPI alone it is a large download. Without it the figure says the row was skipped.
+# Plain PyTorch for figure 1's reference row and the GPU path's tests (emotune.portable on the CPU), in
+# .bench-torch/ and outside the locked environment (the benchmark and the portable trainer run it in processes
+# of their own). pip, not uv: pip takes a CPU build where the machine offers one; from PyPI alone it is a large
+# download. Without it the figure says the row was skipped and those tests skip.
 TORCH_REF := torch==2.13.*
 .bench-torch/.installed:
 	$(PY) -m pip install --quiet --target .bench-torch "$(TORCH_REF)"
 	@touch $@
 
-bench-torch: env .bench-torch/.installed  ## install PyTorch for the training figure's reference row (optional)
+bench-torch: env .bench-torch/.installed  ## install CPU PyTorch: the training figure's reference row, the GPU path's tests (optional)
 
 bench: bench-peers  ## the full benchmark (docs/benchmarks.md): Markdown on stdout, JSON in bench-results/
 	@$(MAKE) --no-print-directory bench-torch || echo "PyTorch reference unavailable: figure 1 skips its row"
