@@ -39,7 +39,7 @@ import numpy as np
 BUNDLE_FILE = "bundle.json"
 FACES_FILE = "faces.npz"
 RUN_FILE = "gpu_run.json"  # written last by the trainer: its presence means the run finished
-# What the trainer imports of emotune (tests/integration/test_portable.py runs it with nothing else).
+# What the trainer imports of emotune (tests/integration/test_portable_pipeline.py runs it with nothing else).
 CODE_MODULES = ("__init__.py", "atomic.py", "labels.py", "model.py", "training.py", "portable.py")
 # Keras 3 and what it needs beyond what GPU images usually carry (NumPy, h5py, ml-dtypes, rich, absl-py).
 KERAS_WHEELS = ("keras", "namex", "optree")
