@@ -5,6 +5,8 @@ not ignored files: no data/, no .venv) into a temporary git repository, composes
 experiment=smoke, writes the synthetic FER2013 CSV and runs the real `dvc repro evaluate`
 (prepare -> train -> evaluate) with a real MLflow sqlite store in that directory. Later stages (e.g. promote)
 can run `smoke_pipeline.run("dvc", "repro", "promote")` on top of it instead of training again.
+`smoke_copy` makes such a copy without running anything, for tests that need their own (another tracking
+store, other settings, several training processes).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,14 +77,19 @@ def synthesize_command(root: Path) -> list[str]:
     return ["emotune", "data", "synthesize", "--out", raw_path, "--votes", votes, "--rows", str(SMOKE_ROWS)]
 
 
-@pytest.fixture(scope="session")
-def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
-    root = tmp_path_factory.mktemp("smoke") / "repo"
+def smoke_copy(
+    root: Path, tracking_uri: str | None = None, overrides: Sequence[str] = (), **env: str
+) -> SmokePipeline:
+    """A copy of the working tree at `root`, a git repository with params.yaml composed from experiment=smoke
+    and `overrides`, and the synthetic faces written; nothing run yet (`run_id` is empty).
+
+    MLflow logs to `tracking_uri` (default: an sqlite store in the copy); `env` adds environment variables.
+    """
     copy_working_tree(REPO_ROOT, root)
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
     audit = root.parent / "module-audit"
-    audit.mkdir()
-    env = {
+    audit.mkdir(exist_ok=True)
+    pipeline_env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri,
@@ -96,14 +104,28 @@ def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
         "GIT_AUTHOR_EMAIL": "test@example.invalid",
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        **env,
     }
-    pipeline = SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id="")
-    pipeline.run("emotune", "config", "compose", "experiment=smoke", "--out", "params.yaml")
+    pipeline = SmokePipeline(root=root, env=pipeline_env, tracking_uri=tracking_uri, run_id="")
+    pipeline.run("emotune", "config", "compose", "experiment=smoke", *overrides, "--out", "params.yaml")
     # A commit, so the run's git_commit tag has something real to record.
     pipeline.run("git", "init", "-q")
     pipeline.run("git", "add", "-A")
     pipeline.run("git", "commit", "-q", "-m", "smoke pipeline copy")
     pipeline.run(*synthesize_command(root))
+    return pipeline
+
+
+def with_run_id(pipeline: SmokePipeline) -> SmokePipeline:
+    """`pipeline` after its train stage ran: with the MLflow run id from artifacts/train/run.json."""
+    run_id = json.loads(pipeline.path("artifacts/train/run.json").read_text())["run_id"]
+    return SmokePipeline(
+        root=pipeline.root, env=pipeline.env, tracking_uri=pipeline.tracking_uri, run_id=run_id
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
+    pipeline = smoke_copy(tmp_path_factory.mktemp("smoke") / "repo")
     pipeline.run("dvc", "repro", "evaluate", timeout=400)
-    run_id = json.loads((root / "artifacts/train/run.json").read_text())["run_id"]
-    return SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id=run_id)
+    return with_run_id(pipeline)
