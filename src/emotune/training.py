@@ -148,6 +148,15 @@ class MultiWorkerTrainer(keras.Model):
         finally:
             self._distribute_strategy = strategy
 
+    def wait_for_the_cluster(self) -> None:
+        """Return once every worker has called this: the workers leave together, after the chief's logging
+        (a worker that stops before the chief does is reported by TensorFlow as crashed)."""
+        import tensorflow as tf
+
+        strategy = self._distribute_strategy
+        ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1.0))
+        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
     def train_step(self, data: Any) -> dict[str, Any]:
         return {k: keras.ops.reshape(v, (1,)) for k, v in super().train_step(data).items()}
 
@@ -629,6 +638,8 @@ def train_stage(
         plot_training_curves(result["history"], out / "training_curves.png")
         if scratch is not None:
             scratch.cleanup()
+            if isinstance(trainer, MultiWorkerTrainer):
+                trainer.wait_for_the_cluster()  # the chief is logging: leaving now would look like a crash
             return metrics
         tracking.log_metrics(metrics)
         tracking.log_files([out / "training_curves.png", out / "history.json"])
@@ -641,6 +652,8 @@ def train_stage(
             "validation": validation_info,
         }
     write_json(out / "run.json", run_info)  # last: its presence means the stage finished
+    if isinstance(trainer, MultiWorkerTrainer):
+        trainer.wait_for_the_cluster()
     if backup is not None:
         backup.remove()
     print(

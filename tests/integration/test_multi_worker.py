@@ -80,6 +80,8 @@ def test_both_workers_train_the_same_steps(cluster):
     for log in logs:
         assert "strategy multi_worker" in log
         assert f"Epoch {epochs}/{epochs}" in log
+        # they left together: no worker saw another stop answering (TensorFlow calls that a crash)
+        assert "unhealthy" not in log and "crashed" not in log
     # One synchronous training: every worker reports the same, cluster-wide, losses and accuracies.
     lines = [epoch_lines(log) for log in logs]
     assert len(lines[0]) == epochs
