@@ -77,13 +77,11 @@ def synthesize_command(root: Path) -> list[str]:
     return ["emotune", "data", "synthesize", "--out", raw_path, "--votes", votes, "--rows", str(SMOKE_ROWS)]
 
 
-def smoke_copy(
-    root: Path, tracking_uri: str | None = None, overrides: Sequence[str] = (), **env: str
-) -> SmokePipeline:
+def smoke_copy(root: Path, tracking_uri: str | None = None, overrides: Sequence[str] = ()) -> SmokePipeline:
     """A copy of the working tree at `root`, a git repository with params.yaml composed from experiment=smoke
     and `overrides`, and the synthetic faces written; nothing run yet (`run_id` is empty).
 
-    MLflow logs to `tracking_uri` (default: an sqlite store in the copy); `env` adds environment variables.
+    MLflow logs to `tracking_uri` (default: an sqlite store in the copy).
     """
     copy_working_tree(REPO_ROOT, root)
     tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
@@ -104,7 +102,6 @@ def smoke_copy(
         "GIT_AUTHOR_EMAIL": "test@example.invalid",
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
-        **env,
     }
     pipeline = SmokePipeline(root=root, env=pipeline_env, tracking_uri=tracking_uri, run_id="")
     pipeline.run("emotune", "config", "compose", "experiment=smoke", *overrides, "--out", "params.yaml")
