@@ -81,21 +81,35 @@ def bentoml_serve(
         )
     url = f"{scheme}://{host if host not in (None, '0.0.0.0', '::') else '127.0.0.1'}:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2, verify=scheme != "https").status_code == 200:
-                    break
-            if time.monotonic() - start > timeout:
-                raise TimeoutError(f"bentoml serve not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+        wait_until_ready(proc, f"{url}/readyz", log, timeout, "bentoml serve", verify=scheme != "https")
         yield Served(url, proc, time.monotonic() - start, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
+
+
+def wait_until_ready(
+    proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str, verify: bool = True
+) -> None:
+    """Poll `url` until it answers 200; raise with the end of `log` if `proc` exits or `timeout` passes.
+    `verify=False` accepts any TLS certificate (a self-signed one)."""
+    start = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
+                return
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session=True, with its whole group (workers included)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

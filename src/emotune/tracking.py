@@ -3,7 +3,8 @@
 The store is `tracking_uri(cfg)`: the MLFLOW_TRACKING_URI environment variable when set, otherwise
 `tracking.uri` from the configuration (default `sqlite:///mlflow.db`, relative to the working directory,
 i.e. the repository root where DVC runs the stages). Run artifacts go to `tracking.artifact_location`
-(default ./mlruns), fixed when the experiment is first created.
+(default ./mlruns), fixed when the experiment is first created; on a tracking server (an http(s) URI) the
+server decides where they go, and nothing is written locally.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def tracking_uri(cfg: DictConfig | Mapping[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or str(cfg["tracking"]["uri"])
 
 
+def is_server(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http, https), not a store on this machine."""
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
 def experiment_id(cfg: DictConfig | Mapping[str, Any]) -> str:
     """Point MLflow at the store and return the experiment's id, creating it with our artifact location."""
     mlflow.set_tracking_uri(tracking_uri(cfg))
@@ -37,6 +43,10 @@ def experiment_id(cfg: DictConfig | Mapping[str, Any]) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    if is_server(tracking_uri(cfg)):
+        # A tracking server keeps the artifacts where it was told to (`mlflow server --serve-artifacts`
+        # proxies them): a local folder here would be one machine's, invisible to the rest of the team.
+        return mlflow.create_experiment(name)
     # One folder per experiment under the artifact root (./mlruns/emotune/<run id>/artifacts, .../models/).
     location = (Path(str(cfg["tracking"]["artifact_location"])) / name).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,14 +131,57 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+class MultiWorkerTrainer(keras.Model):
+    """The trainer for a cluster of several workers (MultiWorkerMirroredStrategy), around two Keras 3 bugs.
+
+    Keras 3 (3.15 at least, keras-team/keras#20585) cannot fit under that strategy once a second worker
+    takes part: before the first step it averages an (x, y) batch across the workers to learn the shapes,
+    and the cross-worker reduce refuses a pair; after every step it averages each log value over axis 0,
+    which a scalar does not have. So `fit` runs with the strategy taken from its scope instead of the one
+    the model was built under (Keras then learns the shapes when it traces the first step; every variable
+    already exists), and the steps return their logs as one-element vectors, averaged across the workers
+    into scalars.
+    """
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        strategy, self._distribute_strategy = self._distribute_strategy, None
+        try:
+            with strategy.scope():
+                return super().fit(*args, **kwargs)
+        finally:
+            self._distribute_strategy = strategy
+
+    def wait_for_the_cluster(self) -> None:
+        """Return once every worker has called this: the workers leave together, after the chief's logging
+        (a worker that stops before the chief does is reported by TensorFlow as crashed)."""
+        import tensorflow as tf
+
+        strategy = self._distribute_strategy
+        ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1.0))
+        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        return {k: keras.ops.reshape(v, (1,)) for k, v in super().train_step(data).items()}
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return {k: keras.ops.reshape(v, (1,)) for k, v in super().test_step(data).items()}
+
+
 def training_model(
-    model: keras.Model, train_cfg: Mapping[str, Any], steps_per_epoch: int, seed: int | None = None
+    model: keras.Model,
+    train_cfg: Mapping[str, Any],
+    steps_per_epoch: int,
+    seed: int | None = None,
+    trainer_class: type[keras.Model] = keras.Model,
 ) -> keras.Model:
-    """`model` behind the augmenter, compiled: what `fit` trains. `model` itself stays augmentation-free."""
+    """`model` behind the augmenter, compiled: what `fit` trains. `model` itself stays augmentation-free.
+
+    `trainer_class`: MultiWorkerTrainer under a strategy with several workers.
+    """
     augmenter = make_augmenter(train_cfg.get("augment", {}), seed=seed)
     inputs = keras.Input(shape=model.input_shape[1:], name="face")
     # An empty Sequential cannot be built (augment.enabled=false): then the faces go straight in.
-    trainer = keras.Model(inputs, model(augmenter(inputs) if augmenter.layers else inputs), name="trainer")
+    trainer = trainer_class(inputs, model(augmenter(inputs) if augmenter.layers else inputs), name="trainer")
     trainer.compile(
         optimizer=make_optimizer(train_cfg, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(
@@ -174,14 +218,17 @@ def precision_policy(precision: str) -> Iterator[str]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def distribution_scope(strategy: str) -> contextlib.AbstractContextManager[Any]:
-    """The scope to build and compile the model in: `default` (one device), or TensorFlow's `mirrored`
-    (all local GPUs, synchronous) or `multi_worker` (several machines described by TF_CONFIG).
+def distribution_strategy(strategy: str) -> Any:
+    """`default` -> None (one device); TensorFlow's `mirrored` (all local GPUs, synchronous) or
+    `multi_worker` (several machines described by TF_CONFIG) -> that tf.distribute strategy.
 
-    train.batch_size stays the global batch: tf.distribute splits it across replicas.
+    Build and compile the model in its scope(). train.batch_size stays the global batch: tf.distribute
+    splits it across replicas.
     """
     if strategy == "default":
-        return contextlib.nullcontext()
+        return None
+    if strategy not in ("mirrored", "multi_worker"):
+        raise ValueError(f"train.strategy={strategy!r}: expected default, mirrored or multi_worker")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"train.strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)"
@@ -189,15 +236,24 @@ def distribution_scope(strategy: str) -> contextlib.AbstractContextManager[Any]:
     import tensorflow as tf  # only the tf.distribute strategies need TensorFlow itself
 
     if strategy == "mirrored":
-        return tf.distribute.MirroredStrategy().scope()
-    if strategy == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError(
-                "train.strategy=multi_worker needs TF_CONFIG describing the cluster and this worker's task "
-                "(see docs/training.md, train.strategy)"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy().scope()
-    raise ValueError(f"train.strategy={strategy!r}: expected default, mirrored or multi_worker")
+        return tf.distribute.MirroredStrategy()
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError(
+            "train.strategy=multi_worker needs TF_CONFIG describing the cluster and this worker's task "
+            "(see docs/training.md, train.strategy)"
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def distribution_scope(strategy: Any) -> contextlib.AbstractContextManager[Any]:
+    """The scope to build and compile the model in: the strategy's, or none for None (one device)."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def cluster_workers() -> int:
+    """How many processes train together: the tasks of TF_CONFIG's cluster (1 without one)."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return max(1, sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")))
 
 
 def is_chief() -> bool:
@@ -493,15 +549,13 @@ def train_stage(
     if verbose == "auto":  # one line per epoch in logs (dvc repro > file), a live bar in a terminal
         verbose = 1 if sys.stdout.isatty() else 2
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-    scope = distribution_scope(str(train_cfg.strategy))
+    strategy = distribution_strategy(str(train_cfg.strategy))
     seed = int(cfg.seed)
     keras.utils.set_random_seed(seed)
-    out = Path(out_dir or cfg.paths.train_out)
     chief = is_chief()
-    if not chief:  # non-chief workers of a cluster train too, but their files go nowhere
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="emotune-worker-"))
+    # Non-chief workers of a cluster train too, but their files go to a folder deleted when they finish.
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix="emotune-worker-")
+    out = Path(scratch.name) if scratch is not None else Path(out_dir or cfg.paths.train_out)
 
     data = training_data(cfg)
     x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
@@ -509,7 +563,10 @@ def train_stage(
 
     backup = None
     resume_cfg = train_cfg.get("resume") or {}
-    if resume_cfg.get("enabled", True) and str(train_cfg.strategy) == "default":
+    if resume_cfg.get("enabled", True) and str(train_cfg.strategy) != "default":
+        # Every worker would have to restore the same state; a backup on one machine cannot promise that.
+        print(f"train: no backups under train.strategy={train_cfg.strategy}: a stopped run starts again")
+    elif resume_cfg.get("enabled", True):
         backup = TrainingBackup(
             cfg.paths.train_backup,
             run_definition(cfg, data.data_files),
@@ -533,9 +590,11 @@ def train_stage(
     def build() -> keras.Model:
         return build_model(cfg.model, image_size=image_size)
 
-    with precision_policy(str(train_cfg.precision)) as precision, scope:
+    with precision_policy(str(train_cfg.precision)) as precision, distribution_scope(strategy):
         model = build()
-        trainer = training_model(model, train_cfg, steps, seed=seed)
+        several = str(train_cfg.strategy) == "multi_worker" and cluster_workers() > 1
+        trainer_class = MultiWorkerTrainer if several else keras.Model
+        trainer = training_model(model, train_cfg, steps, seed=seed, trainer_class=trainer_class)
     export_model = float32_twin(build)
     weights = class_weights(y_train, str(train_cfg.get("class_weights", "none")))
     print(
@@ -606,11 +665,16 @@ def train_stage(
         if restored is not None:
             metrics["resumes"] = restored.resumes
         write_run_outputs(out, result["history"], metrics)
-        if not chief:
+        if scratch is not None:
+            scratch.cleanup()
+            if isinstance(trainer, MultiWorkerTrainer):
+                trainer.wait_for_the_cluster()  # the chief is logging: leaving now would look like a crash
             return metrics
         # export_model holds the best epoch's weights
         run_info = tracking.log_run_end(cfg, run, out, metrics, export_model, validation_info)
     write_json(out / "run.json", run_info)  # last: its presence means the stage finished
+    if isinstance(trainer, MultiWorkerTrainer):
+        trainer.wait_for_the_cluster()
     if backup is not None:
         backup.remove()
     print(

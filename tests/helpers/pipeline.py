@@ -5,16 +5,19 @@ not ignored files: no data/, no .venv) into a temporary git repository, composes
 experiment=smoke, writes the synthetic FER2013 CSV and runs the real `dvc repro evaluate`
 (prepare -> train -> evaluate) with a real MLflow sqlite store in that directory. Later stages (e.g. promote)
 can run `smoke_pipeline.run("dvc", "repro", "promote")` on top of it instead of training again.
+`smoke_copy` makes such a copy without running anything, for tests that need their own (another tracking
+store, other settings, several training processes).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,7 @@ MODULE_AUDIT = Path(__file__).resolve().parent / "module_audit"  # its sitecusto
 SMOKE_ROWS = 1050  # 840 training faces: two smoke epochs take seconds, and every split has every class
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class SmokePipeline:
     root: Path  # the temporary repository copy, after `dvc repro evaluate`
     env: dict[str, str]  # PATH with the venv, MLFLOW_TRACKING_URI of the temp store, quiet TensorFlow
@@ -74,14 +77,17 @@ def synthesize_command(root: Path) -> list[str]:
     return ["emotune", "data", "synthesize", "--out", raw_path, "--votes", votes, "--rows", str(SMOKE_ROWS)]
 
 
-def smoke_copy(root: Path) -> SmokePipeline:
-    """A new repository copy at `root` with experiment=smoke composed, committed, and its synthetic data
-    written: ready for `dvc repro` (nothing run yet, so run_id is empty)."""
+def smoke_copy(root: Path, tracking_uri: str | None = None, overrides: Sequence[str] = ()) -> SmokePipeline:
+    """A copy of the working tree at `root`, a git repository with params.yaml composed from experiment=smoke
+    and `overrides`, and the synthetic faces written; nothing run yet (`run_id` is empty).
+
+    MLflow logs to `tracking_uri` (default: an sqlite store in the copy).
+    """
     copy_working_tree(REPO_ROOT, root)
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
     audit = root.parent / "module-audit"
     audit.mkdir(exist_ok=True)
-    env = {
+    pipeline_env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri,
@@ -97,8 +103,8 @@ def smoke_copy(root: Path) -> SmokePipeline:
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
     }
-    pipeline = SmokePipeline(root=root, env=env, tracking_uri=tracking_uri, run_id="")
-    pipeline.run("emotune", "config", "compose", "experiment=smoke", "--out", "params.yaml")
+    pipeline = SmokePipeline(root=root, env=pipeline_env, tracking_uri=tracking_uri, run_id="")
+    pipeline.run("emotune", "config", "compose", "experiment=smoke", *overrides, "--out", "params.yaml")
     # A commit, so the run's git_commit tag has something real to record.
     pipeline.run("git", "init", "-q")
     pipeline.run("git", "add", "-A")
@@ -107,9 +113,16 @@ def smoke_copy(root: Path) -> SmokePipeline:
     return pipeline
 
 
+def with_run_id(pipeline: SmokePipeline) -> SmokePipeline:
+    """`pipeline` after its train stage ran: with the MLflow run id from artifacts/train/run.json."""
+    run_id = json.loads(pipeline.path("artifacts/train/run.json").read_text())["run_id"]
+    return SmokePipeline(
+        root=pipeline.root, env=pipeline.env, tracking_uri=pipeline.tracking_uri, run_id=run_id
+    )
+
+
 @pytest.fixture(scope="session")
 def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> SmokePipeline:
     pipeline = smoke_copy(tmp_path_factory.mktemp("smoke") / "repo")
     pipeline.run("dvc", "repro", "evaluate", timeout=400)
-    run_id = json.loads(pipeline.path("artifacts/train/run.json").read_text())["run_id"]
-    return dataclasses.replace(pipeline, run_id=run_id)
+    return with_run_id(pipeline)

@@ -114,14 +114,33 @@ def test_precision_policy_sets_and_restores():
         pass
 
 
-def test_strategy_scopes(monkeypatch):
-    with training.distribution_scope("default"):
+def test_strategy_choice(monkeypatch):
+    assert training.distribution_strategy("default") is None
+    with training.distribution_scope(None):
         pass
     with pytest.raises(ValueError, match="strategy"):
-        training.distribution_scope("parameter_server")
+        training.distribution_strategy("parameter_server")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        training.distribution_scope("multi_worker")
+        training.distribution_strategy("multi_worker")
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "workers"),
+    [
+        (None, 1),
+        ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, 1),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, 2),
+        ({"cluster": {"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}, 3),
+    ],
+)
+def test_cluster_workers(monkeypatch, tf_config, workers):
+    """How many processes train together: several means the multi-worker trainer (MultiWorkerTrainer)."""
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert training.cluster_workers() == workers
 
 
 @pytest.mark.parametrize(
