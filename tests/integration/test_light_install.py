@@ -70,7 +70,7 @@ def served(light, tmp_path_factory) -> Iterator[str]:
         yield server.url
 
 
-def test_emotune_serve_answers_analyze_in_the_light_environment(served):
+def test_emotune_serve_answers_analyze_and_the_page_in_the_light_environment(served):
     with GRACE_HOPPER.open("rb") as photo:
         answer = httpx.post(f"{served}/analyze", files={"image": photo}, data={"k": "3"}, timeout=60)
     assert answer.status_code == 200, answer.text
@@ -79,6 +79,10 @@ def test_emotune_serve_answers_analyze_in_the_light_environment(served):
     assert len(body["recommendations"]) == 3
     health = httpx.get(f"{served}/health", timeout=10).json()
     assert health["model"].endswith("emotune.onnx (bundled)") and health["music"] == "ok"
+    # and the page: its HTML and the configuration its script loads next
+    page = httpx.get(f"{served}/ui/", timeout=60)
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+    assert httpx.get(f"{served}/ui/config", timeout=60).status_code == 200
 
 
 def test_light_commands_work_and_the_others_say_they_need_the_full_environment(light, tmp_path):
