@@ -357,17 +357,8 @@ def train_bundle(
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).unlink(missing_ok=True)
     result = run(epochs, out)
-    metrics = {
-        "best_val_accuracy": result["best_val_accuracy"],
-        "best_epoch": result["best_epoch"],
-        "epochs_run": len(result["history"]),
-        "train_seconds": round(result["train_seconds"], 2),
-        "precision": precision,
-        "synthetic": bool(cfg["data"]["synthetic"]),
-        "train_images_per_second": round(
-            result["epochs_run"] * result["steps"] * batch_size / max(result["train_seconds"], 1e-9), 1
-        ),
-    }
+    synthetic = bool(cfg["data"]["synthetic"])
+    metrics = training.run_metrics(result, precision, synthetic, result["steps"] * batch_size)
     write_json(out / "history.json", result["history"])
     write_json(out / "metrics.json", metrics)
     definition = json.loads(json.dumps(info["definition"]))

@@ -519,6 +519,25 @@ def training_data(cfg: Any) -> TrainingData:
     )
 
 
+def run_metrics(
+    result: Mapping[str, Any], precision: str, synthetic: bool, images_per_epoch: int
+) -> dict[str, Any]:
+    """metrics.json of a finished run from `fit`'s result; images/s over the epochs this process ran."""
+    metrics = {
+        "best_val_accuracy": result["best_val_accuracy"],
+        "best_epoch": result["best_epoch"],
+        "epochs_run": len(result["history"]),
+        "train_seconds": round(result["total_train_seconds"], 2),
+        "precision": precision,
+        "synthetic": synthetic,
+    }
+    if result["epochs_run"]:
+        metrics["train_images_per_second"] = round(
+            result["epochs_run"] * images_per_epoch / max(result["train_seconds"], 1e-9), 1
+        )
+    return metrics
+
+
 def write_run_outputs(out: Path, history: Sequence[Mapping[str, float]], metrics: Mapping[str, Any]) -> None:
     """history.json, metrics.json and training_curves.png: what every finished run leaves in its folder."""
     write_json(out / "history.json", list(history))
@@ -650,18 +669,7 @@ def train_stage(
             steps_per_epoch=steps,
             backup=backup,
         )
-        metrics = {
-            "best_val_accuracy": result["best_val_accuracy"],
-            "best_epoch": result["best_epoch"],
-            "epochs_run": len(result["history"]),
-            "train_seconds": round(result["total_train_seconds"], 2),
-            "precision": precision,
-            "synthetic": bool(cfg.data.synthetic),
-        }
-        if result["epochs_run"]:
-            metrics["train_images_per_second"] = round(
-                result["epochs_run"] * steps * batch_size / max(result["train_seconds"], 1e-9), 1
-            )
+        metrics = run_metrics(result, precision, bool(cfg.data.synthetic), steps * batch_size)
         if restored is not None:
             metrics["resumes"] = restored.resumes
         write_run_outputs(out, result["history"], metrics)
