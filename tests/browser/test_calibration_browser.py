@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import CHROMIUM, FPS, chromium, write_y4m
+from helpers.browser import FPS, serve_page
 from helpers.serving import fer_like_face, paste
 
-from benchmarks.served import bentoml_serve, serve_env
 from emotune.labels import EMOTIONS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -76,30 +75,17 @@ def brightness_model(out: Path, dark: float, bright: float) -> Path:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Iterator[dict]:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
     tmp = tmp_path_factory.mktemp("calibration")
     resting, smiling = clip(0.6), clip(1.25)
     model = brightness_model(tmp / "model", crop_mean(resting), crop_mean(smiling))
-    video = write_y4m(tmp / "camera.y4m", [resting] * (REST_S * FPS) + [smiling] * (SMILE_S * FPS))
-    env = serve_env(
-        tmp / "bentoml",
+    with serve_page(
+        tmp,
+        [resting] * (REST_S * FPS) + [smiling] * (SMILE_S * FPS),
+        "calibration-server.log",
         EMOTUNE_MODEL_DIR=str(model),
         EMOTUNE_OVERRIDES="ui.timeline.refresh_s=1",
-    )
-    with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
-        yield {"url": served.url, "video": video}
-
-
-@pytest.fixture(scope="module")
-def page(setup) -> Iterator:
-    with chromium(setup["video"]) as browser:
-        context = browser.new_context(permissions=["camera"], viewport={"width": 1366, "height": 900})
-        page = context.new_page()
-        page.goto(f"{setup['url']}/ui/", wait_until="domcontentloaded")
-        page.wait_for_selector("#mood .et-mood", timeout=30_000)
-        yield page
-        context.close()
+    ) as served:
+        yield served
 
 
 def mood_is(page, mood: str, timeout_s: float) -> None:

@@ -12,21 +12,17 @@ track that ends brings the next one, Previous/Next load theirs. Needs /usr/bin/c
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import CHROMIUM, chromium, open_page, start_camera, write_y4m
+from helpers.browser import ARTIFACTS, serve_page, start_camera
 from helpers.serving import fer_like_face, paste, tiny_model_dir
 
-from benchmarks.served import bentoml_serve, serve_env
 from emotune.ui import SPOTIFY_API
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 EMPTY_FRAMES, FACE_FRAMES = 50, 40  # the camera loops: 5 s of an empty room, then 4 s of a face
 TRACK_ID = re.compile(r"[0-9A-Za-z]{22}")
 HINT = (
@@ -59,35 +55,17 @@ window.onSpotifyIframeApiReady({
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Iterator[dict]:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
     tmp = tmp_path_factory.mktemp("spotify")
     face_frame, _ = paste(fer_like_face(), size=(480, 640), at=(240, 110), scale=3)
     empty = np.full((480, 640, 3), 128, np.uint8)
-    video = write_y4m(tmp / "camera.y4m", [empty] * EMPTY_FRAMES + [face_frame] * FACE_FRAMES)
-    env = serve_env(
-        tmp / "bentoml", EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)), EMOTUNE_OVERRIDES="ui.k=4"
-    )
-    try:
-        with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
-            yield {"url": served.url, "video": video}
-    finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        if (tmp / "server.log").is_file():
-            shutil.copy(tmp / "server.log", ARTIFACTS / "spotify-server.log")
-
-
-@pytest.fixture(scope="module")
-def browser(setup) -> Iterator:
-    with chromium(setup["video"]) as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser, setup):
-    page = open_page(browser, setup["url"])
-    yield page
-    page.context.close()
+    with serve_page(
+        tmp,
+        [empty] * EMPTY_FRAMES + [face_frame] * FACE_FRAMES,
+        "spotify-server.log",
+        EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
+        EMOTUNE_OVERRIDES="ui.k=4",
+    ) as served:
+        yield served
 
 
 def playlist_ids(page) -> list[str]:

@@ -9,7 +9,6 @@ installs it): without it the tests skip.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import wave
 from collections.abc import Iterator
@@ -17,17 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import CHROMIUM, chromium, open_page, start_camera, write_y4m
+from helpers.browser import ARTIFACTS, serve_page, start_camera
 from helpers.music import make_wav
 from helpers.serving import encode, fer_like_face, paste, tiny_model_dir, write_audit_env, written_since
 
-from benchmarks.served import bentoml_serve, serve_env
 from emotune.labels import EMOTIONS
 from emotune.ui import SPOTIFY_API
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FACE_FRAMES, BLANK_FRAMES = 30, 25  # the fake camera loops: 3 s of a face, then 2.5 s of an empty room
 NO_FACE_S = 1.0
 # Long enough for the checks of the first track to run while it plays, even on a busy machine (1.2 s was
@@ -66,44 +63,23 @@ def image_files(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Iterator[dict]:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
     tmp = tmp_path_factory.mktemp("ui")
     face_frame, _ = paste(fer_like_face(), size=(480, 640), at=(240, 110), scale=3)
     empty = np.full((480, 640, 3), 128, np.uint8)
-    video = write_y4m(tmp / "camera.y4m", [face_frame] * FACE_FRAMES + [empty] * BLANK_FRAMES)
     library = write_library(tmp / "library")
     gradio_tmp = tmp / "gradio"
     gradio_tmp.mkdir()
     overrides = f"music.library_dir={library} music.local_bonus=0.5 ui.smoothing.no_face_s={NO_FACE_S} ui.k=6"
-    env = serve_env(
-        tmp / "bentoml",
+    with serve_page(
+        tmp,
+        [face_frame] * FACE_FRAMES + [empty] * BLANK_FRAMES,
+        "ui-server.log",
         EMOTUNE_MODEL_DIR=str(tiny_model_dir(tmp_path_factory)),
         EMOTUNE_OVERRIDES=overrides,
         GRADIO_TEMP_DIR=str(gradio_tmp),
         **write_audit_env(tmp / "writes.log"),  # what the server writes
-    )
-    try:
-        with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
-            yield {"url": served.url, "video": video, "gradio_tmp": gradio_tmp, "tmp": tmp}
-    finally:  # the server's log beside the screenshots, to see what happened
-        ARTIFACTS.mkdir(exist_ok=True)
-        if (tmp / "server.log").is_file():
-            shutil.copy(tmp / "server.log", ARTIFACTS / "ui-server.log")
-
-
-@pytest.fixture(scope="module")
-def browser(setup) -> Iterator:
-    with chromium(setup["video"]) as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser, setup):
-    """A fresh browser session on /ui/, recording requests that leave the server."""
-    page = open_page(browser, setup["url"])
-    yield page
-    page.context.close()
+    ) as served:
+        yield {**served, "gradio_tmp": gradio_tmp}
 
 
 def shot(page, name: str) -> None:

@@ -1,7 +1,9 @@
-"""What the browser tests share: headless Chromium with a fake camera that plays a y4m file, and that file."""
+"""What the browser tests share: headless Chromium with a fake camera that plays a y4m file, that file, and
+a real `bentoml serve` of the page for the camera to stream to."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,9 +11,35 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
+
+from benchmarks.served import bentoml_serve, serve_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 FPS = 10
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # screenshots and server logs, git-ignored
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+
+
+@contextmanager
+def serve_page(tmp: Path, camera: list[np.ndarray], log_name: str, **env: str) -> Iterator[dict]:
+    """`bentoml serve service:Emotune` with `env` added, and a fake-camera video of the `camera` frames:
+    yields {"url", "video", "tmp"}. The server's log is kept as test-artifacts/`log_name`, to see what
+    happened when a test failed."""
+    require_chromium()
+    video = write_y4m(tmp / "camera.y4m", camera)
+    env = serve_env(tmp / "bentoml", **env)
+    try:
+        with bentoml_serve("service:Emotune", env, tmp / "server.log") as served:
+            yield {"url": served.url, "video": video, "tmp": tmp}
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        if (tmp / "server.log").is_file():
+            shutil.copy(tmp / "server.log", ARTIFACTS / log_name)
 
 
 def write_y4m(path: Path, frames: list[np.ndarray]) -> Path:
