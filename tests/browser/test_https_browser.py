@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.browser import CHROMIUM, chromium, write_y4m
+from helpers.browser import chromium, require_chromium, write_y4m
 from helpers.serving import fer_like_face, paste
 
 from benchmarks.served import bentoml_serve, serve_env
@@ -27,8 +27,7 @@ READY_TIMEOUT_S = 240  # a loaded 2-core machine took over 90 s to start the ser
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """(https URL, the folder of the certificate) of `emotune serve --https --host 127.0.0.2`."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+    require_chromium()
     tmp = tmp_path_factory.mktemp("https")
     env = serve_env(tmp / "bentoml", XDG_CONFIG_HOME=str(tmp / "config"))  # the certificate goes there
     command = [str(EMOTUNE), "serve", "--https"]
