@@ -1,8 +1,6 @@
-"""Recommender: mood mapping, strategies, diversity, determinism, recent tracks, speed; default playlists."""
+"""Recommender: mood mapping, strategies, diversity, determinism, recent tracks, pruning, built-in lists."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -186,20 +184,28 @@ def test_bad_arguments(playlist_rec):
         playlist_rec.recommend([1e308] * 7)
 
 
-def test_100k_catalogue_answers_in_milliseconds():
-    rec = Recommender(synthetic_catalog(100_000, artists=20_000))
+class CountingRecommender(Recommender):
+    """Counts the tracks scored: the work a request does, whatever the machine's speed."""
+
+    scored = 0
+
+    def _lowest(self, target, rows, *args):
+        self.scored += len(rows)
+        return super()._lowest(target, rows, *args)
+
+
+def test_a_100k_catalogue_scores_only_the_tracks_near_each_position():
+    n, k = 100_000, 10
+    rec = CountingRecommender(synthetic_catalog(n, artists=20_000))
     recent = [f"tr{i:06d}" for i in range(20)]
     for strategy in ("match", "uplift"):
-        rec.recommend("sad", strategy=strategy)  # warm-up
-        times = []
-        for seed in range(20):
-            start = time.perf_counter()
+        for seed in range(5):
+            rec.scored = 0
             tracks = rec.recommend({"sad": 0.5, "fear": 0.5}, strategy=strategy, seed=seed, exclude=recent)
-            times.append(time.perf_counter() - start)
-        assert len(tracks) == 10
-        median_ms = 1000 * float(np.median(times))
-        print(f"100k tracks, {strategy}: median {median_ms:.1f} ms, max {1000 * max(times):.1f} ms")
-        assert median_ms < 100  # generous: a shared 2-core machine; measured ~3 ms
+            assert len(tracks) == k
+            # A full scan scores all n tracks per position; the k-d tree's ball a few hundred of them
+            # (test_pruned_search_equals_a_full_scan: with the same result).
+            assert 0 < rec.scored <= k * n // 50, (strategy, seed, rec.scored)
 
 
 def test_pruned_search_equals_a_full_scan(catalog_rec):
