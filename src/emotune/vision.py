@@ -1,15 +1,13 @@
 """Face detection on full frames.
 
 The default detector is OpenCV's bundled frontal-face Haar cascade (`alt2`): it ships inside opencv-python
-4.x, so it works offline with no model download. On the benchmark's 640x480 scenes it finds more faces than
-the `default` cascade (recall 0.75 vs 0.70 at the same scale) for ~20% more time. It runs on a downscaled
-grayscale copy of the frame and reports boxes in full-frame pixels.
+4.x, so it works offline with no model download, and it finds more faces than the `default` cascade for a
+little more time. It runs on a downscaled grayscale copy of the frame and reports boxes in full-frame pixels.
 
 How far to shrink trades small faces for time, because OpenCV scans the pyramid levels where the window is
-less than twice the cascade's own (20 px) with a stride of 2 pixels: on a 0.5x frame, faces of 50-90 px fall
-on those levels and 56% of them were found (the `fer` package's full-size scan: 72%). A 0.65x frame with a
-pyramid step of 1.15 finds 71% of them, and as many large faces as the 0.5x scan with a step of 1.1, in the
-same time (docs/serving.md, "Face detection settings").
+less than twice the cascade's own (20 px) with a stride of 2 pixels, and finds fewer of the faces that fall
+on those levels. The shrink, the pyramid step and the neighbours below were chosen together on
+benchmark-style scenes: the measurements are in docs/serving.md, "Face detection settings".
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ _CASCADE_WINDOW = 24  # the smallest face looked for in the shrunk frame (alt2's
 DEFAULT_MIN_FACE_SIZE = 50
 # The three below were chosen together on 600 benchmark-style scenes (module docstring, docs/serving.md).
 DEFAULT_DOWNSCALE = 0.65
-# The cascade's pyramid step: 1.1 on a 0.6x-0.7x frame found a few points more faces in ~1.3x the time.
+# The cascade's pyramid step: a finer one finds a few more faces for much more time (docs/serving.md).
 DEFAULT_SCALE_FACTOR = 1.15
 # Overlapping hits a detection needs. 3 instead of OpenCV's usual 5 wins back the faces the coarser step
 # misses, with fewer false detections than fer's cascade at 5.
@@ -94,8 +92,8 @@ class HaarFaceDetector:
         small = gray
         if scale < 1.0:
             small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        # No histogram equalisation: the cascade was trained on unequalised faces, and equalising cost
-        # 8-12 points of recall on the benchmark scenes.
+        # No histogram equalisation: the cascade was trained on unequalised faces, and equalising lost faces
+        # on the benchmark scenes (docs/serving.md).
         found = self._classifier().detectMultiScale(
             small,
             scaleFactor=self.scale_factor,

@@ -242,7 +242,7 @@ class Recommender:
         if tracks.empty:
             raise CatalogError("no tracks to recommend from: check music.catalog_path / playlists_dir")
         self.tracks = tracks
-        # Plain dicts: a DataFrame row lookup (.iloc) cost ~0.25 ms, most of a 10-track recommendation.
+        # Plain dicts: a DataFrame row lookup (.iloc) per pick took most of a recommendation's time.
         self._records: list[dict[str, Any]] = tracks.to_dict("records")
         self._valence = tracks["valence"].to_numpy(dtype=np.float64)
         popularity = tracks["popularity"].fillna(0.5).to_numpy(dtype=np.float64)
