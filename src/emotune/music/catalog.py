@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -171,7 +172,9 @@ def line_numbers(rows: Iterable[int]) -> str:
     return f"line{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def read_table_csv(path: Path, what: str, fix: str, **kwargs) -> pd.DataFrame:
+def read_table_csv(path: Path, what: str, fix: str, **kwargs: Any) -> pd.DataFrame:
+    """pd.read_csv(path, **kwargs) with at least one row, or a CatalogError naming the file (`what` it is, and
+    the `fix` for a missing one)."""
     if not path.is_file():
         raise CatalogError(f"{path}: {what} not found. {fix}")
     try:
