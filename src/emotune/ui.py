@@ -42,6 +42,7 @@ import cv2
 import gradio as gr
 import numpy as np
 from fastapi import FastAPI
+from gradio.utils import get_upload_folder
 from omegaconf import DictConfig
 
 from emotune.calibration import CALIBRATED, Calibration, resting_summary
@@ -505,13 +506,24 @@ def audio_update(viewer: Viewer) -> Any:
 # ------------------------------------------------------------------------------------------- the page
 
 
+def uploaded_file(path: str) -> Path:
+    """`path` when it names a file in Gradio's upload folder, else a gr.Error. The client names a picture
+    input's file by its path, and the page reads and then deletes that file: a path that Gradio did not
+    store (a bare {"path": ...} skips Gradio's own check) must never reach a read or an unlink."""
+    folder = Path(get_upload_folder()).resolve()
+    resolved = Path(path).resolve()  # symbolic links and ".." resolved: the file that would be touched
+    if resolved == folder or not resolved.is_relative_to(folder) or not resolved.is_file():
+        raise gr.Error("That file can't be used: it was not uploaded to this page")
+    return resolved
+
+
 def _unopened_upload(payload: Any) -> str | None:
     """Replaces gr.Image.preprocess on the snapshot input: the handler gets the uploaded file's path
     unopened, decodes it itself (size limits, EXIF, a clear message for a file that is not a picture; plain
     gr.Image would open it first and fail with a bare "Error") and deletes it. (A gr.Image subclass would do
     the same, but Gradio writes a .pyi stub beside the module of every component class it sees.) Never send
     the snapshot input a gr.skip()/update: Gradio would rebuild it for the session without this override."""
-    return None if payload is None or not payload.path else str(payload.path)
+    return None if payload is None or not payload.path else str(uploaded_file(payload.path))
 
 
 def frame_reader(max_bytes: int, max_pixels: int) -> Callable[[Any], np.ndarray | None]:
@@ -529,11 +541,12 @@ def frame_reader(max_bytes: int, max_pixels: int) -> Callable[[Any], np.ndarray 
                 raise gr.Error(f"That frame can't be used: over {max_bytes:,} bytes (serve.max_image_bytes)")
             data = base64.b64decode(encoded)
         elif payload.path:  # a file sent through the upload route (not the page's camera): read, then gone
+            path = uploaded_file(payload.path)
             try:
-                data = Path(payload.path).read_bytes()
+                data = path.read_bytes()
             finally:
                 with contextlib.suppress(OSError):
-                    os.unlink(payload.path)
+                    os.unlink(path)
         else:
             return None
         try:
@@ -1030,6 +1043,9 @@ def page_app(cfg: DictConfig | None = None, engine: Callable[[], Any] | None = N
         cfg = serve_settings()
     blocks = build_page(engine or current_service, cfg)
     app = gr.mount_gradio_app(FastAPI(title="emotune page"), blocks, path="", **mount_options(cfg))
+    # Gradio checks that a file input names a file uploaded to it, and an output a file in `allowed_paths`,
+    # only in an app it launched: a mounted one copies any file of the server it is sent into its cache.
+    blocks.has_launched = True
     max_bytes, max_pixels = int(cfg.serve.max_image_bytes), int(cfg.serve.max_image_pixels)
     uploads = cfg.ui.uploads
     app.add_middleware(

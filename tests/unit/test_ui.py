@@ -4,8 +4,10 @@ picks (a trained model cannot be told to be happy), so the mood -> playlist rule
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -393,3 +395,59 @@ def test_this_song_feels_writes_the_sidecar_and_the_next_playlist_uses_it(tmp_pa
     plain = Page(lambda: engine, compose())
     assert plain.feels_choices(viewer).choices == []
     assert "Pick a song" in plain.feels("mystery.wav", "sad", viewer)[0]
+
+
+def run_event(client, api_name: str, picture: dict) -> dict:
+    """One event of the page through Gradio's real queue, as a browser sends it: the completed message."""
+    config = client.get("/config").json()
+    event = next(d for d in config["dependencies"] if d.get("api_name") == api_name)
+    types = {c["id"]: c for c in config["components"]}
+    data = [
+        picture if types[i]["type"] == "image" else types[i].get("props", {}).get("value")
+        for i in event["inputs"]
+    ]
+    body = {"data": data, "fn_index": event["id"], "session_hash": "s" + api_name, "trigger_id": None}
+    assert client.post("/gradio_api/queue/join", json=body).status_code == 200
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash=s{api_name}") as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[5:]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed":
+                return message
+    raise AssertionError("the event never completed")
+
+
+def test_the_page_reads_and_deletes_only_files_uploaded_to_it(tmp_path, monkeypatch, model):
+    """A client names a picture input's file by its path. A file of the server that was not uploaded, sent
+    as a file or as a bare path, to the camera or the photo input, is refused and left as it is; a picture
+    uploaded through the page's upload route is read and deleted, and a library file still plays."""
+    from fastapi.testclient import TestClient
+    from helpers.music import make_wav
+
+    from emotune.music.library import CACHE_DIR_ENV
+    from emotune.ui import page_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    make_wav(tmp_path / "music" / "happy" / "sunny.wav", title="Sunny Tone", artist="Tones A")
+    cfg = compose([f"music.library_dir={tmp_path / 'music'}", "music.local_bonus=0.5"])
+    engine = Engine(EmotionRecognizer(model, make_detector("haar")), Recommender.from_config(cfg))
+    private = tmp_path / "private.png"
+    private.write_bytes(encode(FACE))
+    as_file = {"path": str(private), "meta": {"_type": "gradio.FileData"}, "orig_name": "private.png"}
+    with TestClient(page_app(cfg, engine=lambda: engine)) as client:
+        for api_name, picture in [("live", {"path": str(private)}), ("snapshot", {"path": str(private)})]:
+            message = run_event(client, api_name, picture)
+            assert not message["success"] and "not uploaded to this page" in json.dumps(message)
+        assert not run_event(client, "snapshot", as_file)[
+            "success"
+        ]  # Gradio's check: its message is not shown
+        assert private.read_bytes() == encode(FACE)
+        assert not list((tmp_path / "gradio").rglob("private.png"))  # not copied into Gradio's folder either
+
+        uploaded = client.post("/gradio_api/upload", files={"files": ("face.png", encode(FACE), "image/png")})
+        path = uploaded.json()[0]
+        message = run_event(client, "snapshot", {**as_file, "path": path, "orig_name": "face.png"})
+    assert message["success"] and "This picture looks happy" in json.dumps(message)
+    assert not Path(path).exists()
+    audio = [o for o in message["output"]["data"] if isinstance(o, dict) and o.get("__type__") == "update"]
+    assert any(str(o.get("value", {}).get("path", "")).endswith("sunny.wav") for o in audio), audio
