@@ -252,12 +252,11 @@ def test_analyze_with_k_of_a_billion_is_a_quick_400_and_the_worker_stays_small(s
     it. Now: a 400 naming music.max_k, with a face in the picture or without, and the worker as it was."""
     rss_before = server.worker_rss()
     blank = encode(np.full((120, 160, 3), 90, np.uint8))
-    for picture in (PNG_FACE, blank):
-        start = time.perf_counter()
+    corrupt = PNG_FACE[:100]  # decoding it would answer "corrupt": k is refused before any picture is read
+    for picture in (PNG_FACE, blank, corrupt):
         response = client.post(
             "/analyze", files={"image": ("face.png", picture, "image/png")}, data={"k": "1000000000"}
         )
-        assert time.perf_counter() - start < 5  # refused by the schema, before any picture is decoded
         assert_json_error(response, 400, "music.max_k")
         assert "1000000000" in response.text
     assert server.worker_rss() - rss_before < WORKER_GROWTH
@@ -318,12 +317,13 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_unusable_images_get_a_quick_4xx(client, case):
+def test_unusable_images_get_a_4xx_and_the_worker_stays_small(server, client, case):
     data, status, words = REFUSED[case]
-    start = time.perf_counter()
-    response = analyze(client, data)
-    assert time.perf_counter() - start < 2.0  # refused from the header: no pixel is decoded
-    assert_json_error(response, status, words)
+    rss_before = server.worker_rss()
+    # The bombs' headers promise pixels they lack: decoding would answer "corrupt", so "pixels" means the
+    # header alone refused them.
+    assert_json_error(analyze(client, data), status, words)
+    assert server.worker_rss() - rss_before < WORKER_GROWTH
 
 
 ACCEPTED = {
@@ -445,14 +445,13 @@ def complete(answer: bytes) -> bool:
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_sent(server):
-    start = time.perf_counter()
     head = (
         "POST /analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         f"Content-Length: {50 * BODY_LIMIT}\r\n\r\n"
     )
-    answer = raw_http(server, head)  # not one byte of the body is sent
+    answer = raw_http(server, head)  # not one byte of the body is sent: only the head can be refused
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
-    assert b"the limit is" in answer and time.perf_counter() - start < 3
+    assert b"the limit is" in answer
 
 
 def test_a_chunked_body_without_length_is_cut_off_at_the_limit(server):

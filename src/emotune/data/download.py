@@ -50,7 +50,7 @@ KAGGLE_USERNAME and KAGGLE_KEY) and run `emotune data download` again."""
 class DownloadError(RuntimeError):
     """Download impossible or failed; the message says why and how to get the data by hand."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}\n\n{MANUAL}")
 
 

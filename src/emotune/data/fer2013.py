@@ -63,7 +63,7 @@ _INTEGER = re.compile(r"^[0-9]+$")
 class DataValidationError(ValueError):
     """A raw FER2013 input that cannot be used. `problems` holds (where, what) for the first bad entries."""
 
-    def __init__(self, source: Path | str, problems: list[tuple[str, str]], total: int | None = None):
+    def __init__(self, source: Path | str, problems: list[tuple[str, str]], total: int | None = None) -> None:
         self.source = Path(source)
         self.problems = problems
         self.total = len(problems) if total is None else total
