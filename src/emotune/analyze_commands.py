@@ -15,9 +15,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from emotune.cli_types import PORT, POSITIVE
 from emotune.serving import ENV_SETTINGS, MUSIC_DIR_ENV, analysis_json, load_recommender, serve_settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def config_errors() -> tuple[type[Exception], ...]:
+    """What composing the configuration raises for a bad override (an unknown key, a wrong type)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return HydraException, OmegaConfBaseException
 
 
 def image_files(path: Path) -> list[Path]:
@@ -32,14 +41,20 @@ def _analyze(args: argparse.Namespace) -> int:
     from emotune.recognizer import EmotionRecognizer
     from emotune.vision import ImageError, decode_image
 
-    cfg = serve_settings(args.overrides)
-    files = image_files(Path(args.path))
-    recognizer = EmotionRecognizer.from_config(cfg.serve, args.model)
-    recommender = None
-    if not args.no_music:
-        recommender, status = load_recommender(cfg)
-        if recommender is None:
-            print(f"music {status}; analysing without recommendations", file=sys.stderr)
+    try:
+        cfg = serve_settings(args.overrides)
+        files = image_files(Path(args.path))
+        recognizer = EmotionRecognizer.from_config(cfg.serve, args.model)
+        recommender = None
+        if not args.no_music:
+            recommender, status = load_recommender(cfg)
+            if recommender is None:
+                print(f"music {status}; analysing without recommendations", file=sys.stderr)
+            elif args.k is not None and args.k > recommender.max_k:  # else every face would fail on it
+                raise ValueError(f"-k {args.k}: at most {recommender.max_k} tracks (music.max_k)")
+    except (OSError, ValueError, *config_errors()) as err:  # missing path or model, bad override or -k
+        print(f"emotune analyze: error: {err}", file=sys.stderr)
+        return 2
     results, failed = [], 0
     for file in files:
         try:
@@ -187,8 +202,8 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="an image file or a folder (searched recursively)")
     p.add_argument("--model", help="a model folder (emotune.onnx / model.keras) or model file")
     p.add_argument("--no-music", action="store_true", help="skip the music recommendations")
-    p.add_argument("-k", type=int, default=None, help="number of recommended tracks (default: music.k)")
-    p.add_argument("--strategy", default=None, help="match | uplift (default: music.strategy)")
+    p.add_argument("-k", type=POSITIVE, default=None, help="number of recommended tracks (default: music.k)")
+    p.add_argument("--strategy", choices=("match", "uplift"), help="default: music.strategy")
     p.add_argument("--compact", action="store_true", help="one line of JSON")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. serve.min_face_size=60")
     p.set_defaults(func=_analyze)
@@ -199,9 +214,9 @@ def register(sub: Any) -> None:
         description="Binds 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it to the network).",
     )
     s.add_argument("--host", default=None, help="address to bind (default: serve.host = 127.0.0.1)")
-    s.add_argument("--port", type=int, default=None, help="port (default: serve.port = 3000)")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: serve.workers)")
-    s.add_argument("--threads", type=int, default=None, help="request threads per worker (serve.threads)")
+    s.add_argument("--port", type=PORT, default=None, help="port (default: serve.port = 3000)")
+    s.add_argument("--workers", type=POSITIVE, default=None, help="worker processes (default: serve.workers)")
+    s.add_argument("--threads", type=POSITIVE, default=None, help="threads per worker (serve.threads)")
     s.add_argument("--model", default=None, help="serve this model folder instead of the store / models/")
     s.add_argument(
         "--music-dir",

@@ -86,6 +86,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from emotune.cli_types import POSITIVE
+
     p = sub.add_parser(
         "evaluate",
         help="evaluate a saved model on FER2013-format data",
@@ -101,7 +103,7 @@ def register(sub: Any) -> None:
         "train | validation | test (or Training | PublicTest | PrivateTest)",
     )
     p.add_argument("--tta", action="store_true", help="also report horizontal-flip test-time augmentation")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=POSITIVE, default=256)
     p.add_argument("--out", help="also write metrics.json, classification_report.json and the plot here")
     p.add_argument("--json", action="store_true", help="print the headline metrics as JSON")
     p.set_defaults(func=evaluate_command)

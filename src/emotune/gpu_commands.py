@@ -17,7 +17,11 @@ def pack_command(args: argparse.Namespace) -> int:
     from emotune.config import load_params
     from emotune.portable import pack
 
-    info = pack(load_params(args.params), args.out, wheels_for=args.wheels_for)
+    try:
+        info = pack(load_params(args.params), args.out, wheels_for=args.wheels_for)
+    except (FileNotFoundError, FileExistsError) as err:  # no params.yaml or prepared data; --out not empty
+        print(f"gpu pack: {err}", file=sys.stderr)
+        return 2
     rows = info["rows"]
     print(
         f"gpu pack: {args.out} ({folder_megabytes(args.out):.1f} MB): {rows['train']} training and "

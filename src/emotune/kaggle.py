@@ -4,6 +4,7 @@ long offline). Used by `emotune data download` (FER2013) and `emotune music down
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -56,6 +57,8 @@ def fetch(kind: str, handle: str, path: str | None = None, timeout: float = 3.0)
     """kagglehub's download of a dataset (one file of it with `path`) or a competition: the local path."""
     if kind not in KINDS:
         raise ValueError(f"unknown Kaggle download kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if not (math.isfinite(timeout) and timeout > 0):  # else the check says "offline" or raises
+        raise KaggleError(f"the timeout must be a positive number of seconds, got {timeout:g}")
     if credentials() is None:
         raise KaggleError(
             "no Kaggle credentials: ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json), "

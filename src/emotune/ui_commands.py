@@ -29,13 +29,13 @@ def ui_settings(args: argparse.Namespace) -> DictConfig:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from emotune.analyze_commands import tls_files
+    from emotune.analyze_commands import config_errors, tls_files
     from emotune.music.catalog import CatalogError
 
     try:
         cfg = ui_settings(args)
         tls = tls_files(args, args.host or str(cfg.ui.host))
-    except (CatalogError, ValueError) as exc:
+    except (CatalogError, ValueError, *config_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -45,7 +45,11 @@ def _ui(args: argparse.Namespace) -> int:
     from emotune.serving import freeze_loaded_objects
     from emotune.ui import Engine, page_app
 
-    engine = Engine.from_config(cfg, args.model)  # load now: a missing model fails here, not on a frame
+    try:
+        engine = Engine.from_config(cfg, args.model)  # load now: a missing model fails here, not on a frame
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.music_dir and engine.music_status != "ok":  # asked for by name: fail rather than serve without
         print(f"error: music {engine.music_status}", file=sys.stderr)
         return 2
@@ -67,6 +71,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     from emotune.analyze_commands import add_tls_options
+    from emotune.cli_types import PORT
 
     p = sub.add_parser(
         "ui",
@@ -76,7 +81,7 @@ def register(sub: Any) -> None:
         "entry, else models/.",
     )
     p.add_argument("--host", default=None, help="address to bind (default: ui.host = 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: ui.port = 7860)")
+    p.add_argument("--port", type=PORT, default=None, help="port (default: ui.port = 7860)")
     p.add_argument("--model", default=None, help="a model folder (emotune.onnx / model.keras) or model file")
     p.add_argument(
         "--music-dir",

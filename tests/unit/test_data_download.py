@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -63,6 +64,29 @@ def test_with_dummy_credentials_but_offline_fails_fast(tmp_path: Path) -> None:
         assert "kagglehub not imported" in done.stdout
     else:
         assert "kagglehub could not download" in done.stderr
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "inf", "nan"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_before_any_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    from emotune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", "nobody")
+    monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
+    connections: list[object] = []
+
+    def refuse(address: object, *args: object, **kwargs: object) -> None:
+        connections.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert main(["data", "download", "--timeout", timeout]) == 1
+    assert (
+        f"the timeout must be a positive number of seconds, got {float(timeout):g}" in capsys.readouterr().err
+    )
+    assert connections == [] and not (tmp_path / "data").exists()
 
 
 def test_credentials_lookup_follows_kagglehub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
