@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from emotune.atomic import atomic_output, write_json
-from emotune.data.splits import choose_split
+from emotune.data.splits import choose_split, fingerprint, validation_faces
 from emotune.labels import EMOTIONS, NUM_CLASSES
 from emotune.preprocess import to_model_input
 
@@ -154,6 +154,30 @@ def mlflow_metrics(result: Mapping[str, Any], prefix: str = "test_") -> dict[str
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
+def held_out_training_rows(
+    cfg: Any, splits: Mapping[str, tuple[np.ndarray, np.ndarray]], validated: Mapping[str, Any]
+) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """Data with Training rows alone: the stage scores the rows the run held out to validate on, never the
+    rows it fitted (an accuracy on those says nothing about new faces). (split, note, faces, labels)."""
+    if validated.get("source") != "holdout":
+        raise ValueError(
+            "the prepared data has only training rows and the run held none out: there is nothing to "
+            "evaluate on that the model did not fit. Add PublicTest/PrivateTest rows or set "
+            "train.validation_holdout (e.g. 0.1) and train again"
+        )
+    held = validation_faces(splits, cfg.train.validation_holdout, int(cfg.seed))
+    if fingerprint(held.x, held.y) != validated.get("fingerprint"):
+        raise ValueError(
+            "the training rows held out now differ from those the run validated on (another seed, "
+            "train.validation_holdout or data): run the train stage again"
+        )
+    note = (
+        f"no validation or test rows in the data, so the {len(held.y)} training rows the run held out "
+        "(train.validation_holdout): they chose the best epoch, so this is an optimistic estimate"
+    )
+    return "holdout", note, held.x, held.y
+
+
 def evaluate_stage(cfg: Any) -> dict[str, Any]:
     """The DVC `evaluate` stage: the trained model on the held-out prepared split, into the training run."""
     import mlflow
@@ -173,6 +197,8 @@ def evaluate_stage(cfg: Any) -> dict[str, Any]:
             f"{validated['fraction']:g}), so no epoch or model was chosen on these faces"
         )
     faces, labels = splits[split]
+    if split == "train":
+        split, note, faces, labels = held_out_training_rows(cfg, splits, validated)
     print(f"evaluate: {len(labels)} rows of the {split} split. {note}")
     result = evaluate_faces(
         load_predictor(train_out / "model.keras"), faces, labels, tta=bool(cfg.evaluate.tta)

@@ -133,17 +133,10 @@ def test_load_predictor_keras_and_onnx_agree(tiny_model):
         evaluation.load_predictor(folder / "model.pt")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("held_out", [False, True], ids=["validated-on-publictest", "validated-on-holdout"])
-def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
-    tmp_path, monkeypatch, tiny_model, held_out
-):
-    """No test.npz: the stage says so in metrics.json (an optimistic figure unless the run validated on
-    held-out training rows) and logs into the run that run.json names."""
-    import mlflow
-
+def stage_inputs(tmp_path, monkeypatch, tiny_model, sizes: dict[str, int]):
+    """A smoke configuration in tmp_path with random prepared splits of `sizes`, the tiny model as the
+    train stage's output and an empty MLflow run for run.json to name: (cfg, run)."""
     from emotune import tracking
-    from emotune.atomic import write_json
     from emotune.config import compose
     from emotune.data.prepare import save_npz
 
@@ -153,7 +146,7 @@ def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
     cfg = compose(["experiment=smoke"])
     rng = np.random.default_rng(2)
     (tmp_path / cfg.paths.prepared).mkdir(parents=True)
-    for split, n in (("train", 14), ("validation", 21)):
+    for split, n in sizes.items():
         x = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
         save_npz(tmp_path / cfg.paths.prepared / f"{split}.npz", x=x, y=(np.arange(n) % 7).astype(np.uint8))
     train_out = tmp_path / cfg.paths.train_out
@@ -161,10 +154,25 @@ def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
     (train_out / "model.keras").write_bytes((folder / "model.keras").read_bytes())
     with tracking.start_run(cfg) as run:
         pass
+    return cfg, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("held_out", [False, True], ids=["validated-on-publictest", "validated-on-holdout"])
+def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
+    tmp_path, monkeypatch, tiny_model, held_out
+):
+    """No test.npz: the stage says so in metrics.json (an optimistic figure unless the run validated on
+    held-out training rows) and logs into the run that run.json names."""
+    import mlflow
+
+    from emotune.atomic import write_json
+
+    cfg, run = stage_inputs(tmp_path, monkeypatch, tiny_model, {"train": 14, "validation": 21})
     run_json = {"run_id": run.info.run_id}
     if held_out:
         run_json["validation"] = {"source": "holdout", "fraction": 0.1, "rows": 2, "fingerprint": "f"}
-    write_json(train_out / "run.json", run_json)
+    write_json(tmp_path / cfg.paths.train_out / "run.json", run_json)
 
     headline = evaluation.evaluate_stage(cfg)
 
@@ -184,6 +192,41 @@ def test_evaluate_stage_falls_back_to_validation_into_the_training_run(
     assert logged.data.tags["eval_split"] == "validation"
     assert logged.data.tags["eval_split_note"] == metrics["split_note"]
     assert len(mlflow.search_runs(experiment_ids=[run.info.experiment_id])) == 1  # no second run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("validated", ["held-out rows", "other rows", "no held-out rows"])
+def test_evaluate_stage_never_scores_the_rows_the_model_fitted(tmp_path, monkeypatch, tiny_model, validated):
+    """Training rows alone: the stage scores the rows the run held out to validate on, and refuses, writing
+    nothing, when it cannot tell which those were."""
+    from emotune.atomic import write_json
+    from emotune.data.prepare import load_prepared
+
+    cfg, run = stage_inputs(tmp_path, monkeypatch, tiny_model, {"train": 70})
+    holdout = 0.2
+    cfg.train.validation_holdout = holdout
+    held = splits.validation_faces(load_prepared(cfg.paths.prepared), holdout, int(cfg.seed))
+    assert held.source == "holdout" and len(held.y) == 14  # a fifth of each class's ten rows
+    described = {
+        "held-out rows": held.describe(),
+        "other rows": {**held.describe(), "fingerprint": "0123456789abcdef"},  # another seed or data
+        "no held-out rows": {"source": "validation", "fraction": 0.0, "rows": 21, "fingerprint": "f"},
+    }[validated]
+    write_json(
+        tmp_path / cfg.paths.train_out / "run.json", {"run_id": run.info.run_id, "validation": described}
+    )
+    eval_out = tmp_path / cfg.paths.eval_out
+
+    refusals = {"other rows": "differ from those the run validated on", "no held-out rows": "held none out"}
+    if validated in refusals:
+        with pytest.raises(ValueError, match=refusals[validated]):
+            evaluation.evaluate_stage(cfg)
+        assert not eval_out.exists()
+        return
+    metrics = evaluation.evaluate_stage(cfg)
+    assert metrics["split"] == "holdout" and metrics["n"] == 14  # not the 70 training rows
+    assert "optimistic" in metrics["split_note"]
+    assert json.loads((eval_out / "metrics.json").read_text())["n"] == 14
 
 
 # --- emotune evaluate ---------------------------------------------------------------------------------------
