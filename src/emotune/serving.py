@@ -70,14 +70,30 @@ def serve_settings(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
+# The server's own settings, from conf/ or EMOTUNE_*: (lowest, highest) of each.
+SERVER_RANGES = {
+    "serve.port": (1, 65535),
+    "serve.workers": (1, None),
+    "serve.threads": (1, None),
+    "serve.intra_op_threads": (0, None),
+}
+
+
 def check_limits(cfg: DictConfig) -> None:
-    """Refuse a configuration whose request limits (LIMITS) are missing, zero, negative or not whole."""
+    """Refuse a configuration whose request limits (LIMITS) are missing, zero, negative or not whole, or
+    whose port, workers or threads are out of range, before any server starts."""
     from omegaconf import OmegaConf
 
     for key in LIMITS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r}: a request limit must be a whole number of at least 1")
+    for key, (low, high) in SERVER_RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        within = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        if not within or (high is not None and value > high):
+            span = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{key}={value!r}: expected a whole number, {span}")
 
 
 def ssl_settings(serve: Any) -> dict[str, Any]:

@@ -279,3 +279,24 @@ def test_a_server_is_not_configured_without_its_limits(limit):
 
     with pytest.raises(ValueError, match=re.escape(limit.split("=")[0])):
         serve_settings([limit])
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "key"),
+    [
+        ("EMOTUNE_PORT", "70000", "serve.port"),
+        ("EMOTUNE_PORT", "0", "serve.port"),
+        ("EMOTUNE_WORKERS", "0", "serve.workers"),
+        ("EMOTUNE_THREADS", "-2", "serve.threads"),
+        ("EMOTUNE_INTRA_OP_THREADS", "-1", "serve.intra_op_threads"),
+    ],
+)
+def test_a_server_is_not_configured_with_an_impossible_port_or_worker_count(monkeypatch, env, value, key):
+    """The EMOTUNE_* variables (and conf/) are range-checked before a server starts, naming the key."""
+    from emotune.serving import serve_settings
+
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError, match=re.escape(f"{key}={value}")):
+        serve_settings()
+    monkeypatch.delenv(env)
+    assert serve_settings().serve.port == 3000  # the defaults pass
