@@ -27,6 +27,14 @@ def clear_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 @pytest.fixture
+def picture(tmp_path):
+    """A photo with one face, as a PNG file."""
+    path = tmp_path / "photo.png"
+    path.write_bytes(encode(photo_rgb()))
+    return path
+
+
+@pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting bentoml or uvicorn fails the test: bad input must be refused before either."""
 
@@ -59,18 +67,15 @@ def test_analyze_a_missing_path(capsys, tmp_path):
     assert f"emotune analyze: error: {tmp_path / 'none.jpg'}: no such file or folder" in err
 
 
-def test_analyze_a_missing_model_or_a_bad_override(capsys, tmp_path):
-    picture = tmp_path / "photo.png"
-    picture.write_bytes(encode(photo_rgb()))
+def test_analyze_a_missing_model_or_a_bad_override(capsys, tmp_path, picture):
     err = clear_error(capsys, ["analyze", str(picture), "--no-music", "--model", str(tmp_path / "none")])
     assert "no model in" in err
     err = clear_error(capsys, ["analyze", str(picture), "serve.no_such_key=1", "--no-music"])
     assert "serve.no_such_key" in err
 
 
-def test_analyze_refuses_more_tracks_than_the_service_allows(capsys, tmp_path):
-    picture = tmp_path / "photo.png"
-    picture.write_bytes(encode(photo_rgb()))  # a face: without the check, its recommendations would fail
+def test_analyze_refuses_more_tracks_than_the_service_allows(capsys, picture):
+    # a face in the picture: without the check, its recommendations would fail
     overrides = ["music.max_k=5", "music.k=3"]
     err = clear_error(
         capsys, ["analyze", str(picture), *overrides, "--model", str(REPO_ROOT / "models"), "-k", "6"]

@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers.network import unreachable
 
 from emotune.data.download import DownloadError, find_csv, install_csv, install_image_folder
 from emotune.kaggle import credentials as kaggle_credentials
@@ -75,13 +76,7 @@ def test_a_timeout_that_is_not_a_positive_number_is_refused_before_any_connectio
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KAGGLE_USERNAME", "nobody")
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
-    connections: list[object] = []
-
-    def refuse(address: object, *args: object, **kwargs: object) -> None:
-        connections.append(address)
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    connections = unreachable(monkeypatch, socket)
     assert main(["data", "download", "--timeout", timeout]) == 1
     assert (
         f"the timeout must be a positive number of seconds, got {float(timeout):g}" in capsys.readouterr().err

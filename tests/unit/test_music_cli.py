@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from helpers.network import unreachable
 
 from emotune.cli import main
 from emotune.config import REPO_ROOT
@@ -122,19 +123,6 @@ def test_spotify_without_credentials(capsys, monkeypatch):
         capsys, "music", "spotify-refresh", "--playlist", "spotify:playlist:" + "a" * 22, "--emotion", "sad"
     )
     assert code == 2 and "SPOTIPY_CLIENT_ID" in err and "SPOTIPY_CLIENT_SECRET" in err
-
-
-def unreachable(monkeypatch: pytest.MonkeyPatch, module: object) -> list[object]:
-    """Every TCP connection that `module.create_connection` opens times out, as on a network that drops
-    packets; the timeout each attempt was given, in order."""
-    timeouts: list[object] = []
-
-    def time_out(address: object, timeout: object = None, *args: object, **kwargs: object) -> None:
-        timeouts.append(timeout)
-        raise TimeoutError(f"connection to {address} timed out")
-
-    monkeypatch.setattr(module, "create_connection", time_out)
-    return timeouts
 
 
 def test_spotify_failure_is_fast_and_writes_nothing(monkeypatch, tmp_path):
