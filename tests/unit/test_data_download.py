@@ -67,6 +67,28 @@ def test_with_dummy_credentials_but_offline_fails_fast(tmp_path: Path) -> None:
         assert "kagglehub could not download" in done.stderr
 
 
+def test_with_dummy_credentials_and_a_network_that_drops_packets_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The offline branch of the test above on every machine, online or not: one connection attempt with the
+    given timeout, then "cannot reach", before kagglehub (slow to import, retries for long offline)."""
+    from emotune.cli import main
+
+    for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(name)  # KAGGLE_API_ENDPOINT too: the check must aim at kaggle.com
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kaggle/kaggle.json of the user's
+    monkeypatch.setenv("KAGGLE_USERNAME", "nobody")
+    monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
+    monkeypatch.chdir(tmp_path)
+    timeouts = unreachable(monkeypatch, socket)
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # importing it fails the command (exit 2 or raise)
+    code = main(["data", "download", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert_fails_with_instructions(subprocess.CompletedProcess([], code, "", err), tmp_path, "cannot reach")
+    assert "www.kaggle.com:443" in err
+    assert timeouts == [2], timeouts  # one attempt, no retry, with the --timeout given
+
+
 @pytest.mark.parametrize("timeout", ["0", "-1", "inf", "nan"])
 def test_a_timeout_that_is_not_a_positive_number_is_refused_before_any_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], timeout: str
