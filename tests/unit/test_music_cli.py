@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -136,6 +139,51 @@ def test_spotify_failure_is_fast_and_writes_nothing(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="unknown emotion"):
         refresh_playlist("37i9dQZF1DXcBWIGoYBM5M", "elated", tmp_path)
+
+
+def test_spotify_rejected_credentials_are_said_and_write_nothing(monkeypatch, tmp_path):
+    """Spotify cannot be reached from the tests, so a local server stands in for its token endpoint and
+    answers what Spotify answers a bad client secret (HTTP 400, invalid_client): what is tested is spotipy's
+    own handling of that answer and ours of spotipy's error, not a SpotifyOauthError raised by hand."""
+    from spotipy.oauth2 import SpotifyClientCredentials
+
+    requests_seen: list[tuple[str, str, str, str]] = []
+
+    class TokenEndpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            requests_seen.append((self.command, self.path, self.headers.get("Authorization", ""), body))
+            answer = json.dumps({"error": "invalid_client", "error_description": "Invalid client"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:  # no access log on stderr
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/token"
+        monkeypatch.setattr(SpotifyClientCredentials, "OAUTH_TOKEN_URL", url)
+        for name in ("no_proxy", "NO_PROXY"):  # a proxy in the environment must not take the local request
+            monkeypatch.setenv(name, "127.0.0.1")
+        monkeypatch.setenv("SPOTIPY_CLIENT_ID", "not-a-real-id")
+        monkeypatch.setenv("SPOTIPY_CLIENT_SECRET", "not-a-real-secret")
+        with pytest.raises(SpotifyError, match=r"rejected the credentials in SPOTIPY_CLIENT_ID/") as raised:
+            refresh_playlist("https://open.spotify.com/playlist/37i9dQZF1DXcBWIGoYBM5M", "happy", tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert "invalid_client" in str(raised.value) and "Invalid client" in str(raised.value)
+    # One token request (no retry), the client-credentials grant with the environment's id and secret.
+    basic = "Basic " + base64.b64encode(b"not-a-real-id:not-a-real-secret").decode()
+    assert requests_seen == [("POST", "/api/token", basic, "grant_type=client_credentials")], requests_seen
+    assert not list(tmp_path.iterdir())
 
 
 def test_playlist_refs():
