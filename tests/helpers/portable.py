@@ -4,7 +4,6 @@ portable trainer's tests (emotune.portable). PyTorch comes from .bench-torch/ (m
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from emotune.config import REPO_ROOT
+from helpers.uv import UV
 
 TORCH_DIR = REPO_ROOT / ".bench-torch"
 # What the bundle's trainer needs besides PyTorch, pinned to this environment's versions.
@@ -38,11 +38,10 @@ def import_torch():
 
 def trainer_python(dest: Path) -> Path:
     """A new virtual environment at `dest` holding only TRAINER_PACKAGES (and what they need)."""
-    uv = [shutil.which("uv") or ""] if shutil.which("uv") else ["python3", "-m", "uv"]  # as the Makefile
-    subprocess.run([*uv, "venv", "-q", str(dest), "--python", sys.executable], check=True, timeout=120)
+    subprocess.run([*UV, "venv", "-q", str(dest), "--python", sys.executable], check=True, timeout=120)
     python = dest / "bin" / "python"
     pins = [f"{name}=={metadata.version(name)}" for name in TRAINER_PACKAGES]
-    subprocess.run([*uv, "pip", "install", "-q", "--python", str(python), *pins], check=True, timeout=600)
+    subprocess.run([*UV, "pip", "install", "-q", "--python", str(python), *pins], check=True, timeout=600)
     return python
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.serving import GRACE_HOPPER
-from helpers.uv import NO_UV, uv_command
+from helpers.uv import UV
 
 from benchmarks.served import bentoml_serve, serve_env
 from emotune.config import REPO_ROOT
@@ -32,12 +32,9 @@ SERVING = ("bentoml", "gradio", "onnxruntime", "cv2", "pandas", "scipy", "hydra"
 @pytest.fixture(scope="module")
 def light(tmp_path_factory) -> Path:
     """The light environment's bin/ folder."""
-    uv = uv_command()
-    if uv is None:
-        pytest.skip(NO_UV)
     venv = tmp_path_factory.mktemp("light") / "venv"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"UV_PROJECT_ENVIRONMENT": str(venv)}
-    sync = [*uv, "sync", "--frozen", "--offline", "--no-default-groups", "--python", sys.executable]
+    sync = [*UV, "sync", "--frozen", "--offline", "--no-default-groups", "--python", sys.executable]
     done = subprocess.run(sync, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return venv / "bin"

@@ -7,9 +7,8 @@ from __future__ import annotations
 import subprocess
 import tomllib
 
-import pytest
 import yaml
-from helpers.uv import NO_UV, uv_command
+from helpers.uv import UV
 
 from emotune.config import REPO_ROOT
 
@@ -48,14 +47,11 @@ def test_the_bento_installs_the_light_set_at_the_locked_versions():
 
 
 def test_requirements_serve_is_the_export_of_the_current_lock():
-    uv = uv_command()
-    if uv is None:
-        pytest.skip(NO_UV)
     # The command its header names, to stdout.
     command = REQUIREMENTS.read_text().splitlines()[1].lstrip("# ").split()
     assert command[:2] == ["uv", "export"] and command[-2:] == ["-o", REQUIREMENTS.name]
     exported = subprocess.run(
-        [*uv, *command[1:-2]], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        [*UV, *command[1:-2]], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert requirement_lines(exported) == requirement_lines(REQUIREMENTS.read_text()), (
         f"uv.lock changed: regenerate {REQUIREMENTS.name} with the command in its header"
