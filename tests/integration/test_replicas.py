@@ -11,6 +11,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = REPO_ROOT / "deploy" / "nginx.conf"
 REPLICAS = ("emotune-a:3000", "emotune-b:3000")  # the compose services the shipped file names
+LOG_WAIT_S = 10
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
 
 
@@ -35,10 +37,16 @@ class Proxied:
     replicas: tuple[str, ...]  # host:port of each replica
     access_log: Path
 
-    def upstreams(self, path: str) -> list[str]:
-        """The replica that answered each logged request for `path`, in order."""
+    def upstreams(self, path: str, count: int) -> list[str]:
+        """The replica that answered each logged request for `path`, in order, once `count` are logged: nginx
+        writes a request's line after the client has its answer, so the last one can lag behind."""
         pattern = re.compile(rf'"[A-Z]+ {re.escape(path)}(?:\?\S*)? HTTP/[\d.]+" \d+ upstream=(\S+)')
-        return [m.group(1) for m in pattern.finditer(self.access_log.read_text())]
+        deadline = time.monotonic() + LOG_WAIT_S
+        while True:
+            found = [m.group(1) for m in pattern.finditer(self.access_log.read_text())]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 def local_config(replicas: list[str], port: int, scratch: Path) -> str:
@@ -94,9 +102,9 @@ def test_the_api_goes_round_robin(proxied):
             answer = client.post("/analyze", files={"image": ("face.png", image, "image/png")})
             assert answer.status_code == 200, answer.text
             assert answer.json()["faces"]
-    health = proxied.upstreams("/health")
+    health = proxied.upstreams("/health", 6)
     assert len(health) == 6 and set(health) == set(proxied.replicas)
-    assert set(proxied.upstreams("/analyze")) == set(proxied.replicas)
+    assert set(proxied.upstreams("/analyze", 2)) == set(proxied.replicas)
 
 
 def test_the_page_sticks_to_one_replica(proxied):
@@ -105,6 +113,6 @@ def test_the_page_sticks_to_one_replica(proxied):
             page = client.get("/ui/")
             assert page.status_code == 200 and "gradio" in page.text.lower()
             assert client.get("/ui/config").status_code == 200
-    served = proxied.upstreams("/ui/") + proxied.upstreams("/ui/config")
+    served = proxied.upstreams("/ui/", 4) + proxied.upstreams("/ui/config", 4)
     assert len(served) == 8 and len(set(served)) == 1
     assert served[0] in proxied.replicas
