@@ -39,16 +39,53 @@ def _name_io(model_proto: Any, output_name: str = "probabilities") -> None:
     graph.output[0].name = output_name
 
 
+def inference_model(model: Any) -> Any:
+    """`model` inside a graph that calls it with training=False, the same input and output.
+
+    Keras calls a model without a `training` flag from `model.export()` and a bare `model(x)`; a layer whose
+    own default is training=True (CenterCrop, behind `model.crop`) then sets the flag for every layer after
+    it, and batch normalisation normalises with the batch's own statistics (updating its moving ones), so a
+    face's answer depends on the faces beside it. Pinned here, the exports and the saved .keras file answer
+    like `predict`, alone or in a batch.
+    """
+    import keras
+
+    faces = keras.Input(shape=model.input_shape[1:], name="face")
+    return keras.Model(faces, model(faces, training=False), name=f"{model.name}_inference")
+
+
+def check_export_matches(model: Any, onnx_path: Path, atol: float = 1e-4) -> None:
+    """Refuse an ONNX file that does not answer like `model.predict` on seeded random faces, in one batch and
+    one face at a time (a graph in training mode differs in both)."""
+    faces = np.random.default_rng(0).integers(0, 256, (8, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    expected = model.predict(to_model_input(faces), verbose=0)
+    predictor = load_predictor(onnx_path)
+    answers = {
+        "in one batch": predictor(faces),
+        "one face at a time": np.concatenate([predictor(faces[i : i + 1]) for i in range(len(faces))]),
+    }
+    for how, got in answers.items():
+        difference = float(np.max(np.abs(got - expected)))
+        if difference > atol:
+            raise RuntimeError(
+                f"{onnx_path} does not compute what the Keras model's predict does ({how}: probabilities "
+                f"differ by up to {difference:.3g}, more than {atol:g}); not exported"
+            )
+
+
 def export_onnx_float32(model: Any, path: Path) -> Path:
-    """Keras model -> ONNX (float32), via Keras' own exporter (tf2onnx)."""
+    """Keras model -> ONNX (float32) of its inference graph, via Keras' own exporter (tf2onnx), checked
+    against the model's predict."""
     import onnx
 
+    model = inference_model(model)
     model(np.zeros((1, FACE_SIZE, FACE_SIZE, 1), np.float32))  # the exporter wants a model that has run
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # tf2onnx is chatty
         model.export(str(path), format="onnx", verbose=False)
     proto = onnx.load(str(path))
     _name_io(proto)
     onnx.save(proto, str(path))
+    check_export_matches(model, path)
     return path
 
 
@@ -154,7 +191,7 @@ def export_serving_files(
         int8_static(reference, out / ONNX_FILE, calibration_faces)
     files[ONNX_FILE] = out / ONNX_FILE
     keras_path = out / KERAS_FILE
-    model.save(str(keras_path))
+    inference_model(model).save(str(keras_path))
     if keras_path.stat().st_size <= keep_keras_max_mb * 1e6:
         files[KERAS_FILE] = keras_path
     else:

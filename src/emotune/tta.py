@@ -35,5 +35,6 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     """`model` wrapped so that it returns the mean of its probabilities for each face and its mirror image;
     same input and output as `model`."""
     faces = keras.Input(shape=model.input_shape[1:], name="face")
-    probabilities = MeanOfHalves(name="flip_average")(model(MirrorBatch(name="mirror")(faces)))
+    answers = model(MirrorBatch(name="mirror")(faces), training=False)  # see emotune.export.inference_model
+    probabilities = MeanOfHalves(name="flip_average")(answers)
     return keras.Model(faces, probabilities, name=f"{model.name}_flip_average")
