@@ -69,7 +69,7 @@ def check_export_matches(model: Any, onnx_path: Path, atol: float = 1e-4) -> Non
         if difference > atol:
             raise RuntimeError(
                 f"{onnx_path} does not compute what the Keras model's predict does ({how}: probabilities "
-                f"differ by up to {difference:.3g}, more than {atol:g}); not exported"
+                f"differ by up to {difference:.3g}, more than {atol:g}); refusing it"
             )
 
 
