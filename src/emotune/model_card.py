@@ -137,6 +137,16 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"| ONNX weights | {card['model']['onnx_precision']} |",
         "| test-time augmentation | "
         + ("horizontal flip, averaged inside the model |" if card["model"].get("flip_tta") else "none |"),
+        *(
+            [
+                f"| networks averaged inside the model | {len(members)}, of the training runs "
+                + ", ".join(f"`{m.get('run_id')}`" for m in members)
+                + "; the training-run and test rows are the first one's alone, the export-check and "
+                "shipped-file rows the average's |"
+            ]
+            if (members := card["model"].get("ensemble"))
+            else []
+        ),
         f"| validation accuracy (training run, {VALIDATION_SOURCES.get(check.get('split'), 'validation')}) |"
         f" {pct(val.get('best_val_accuracy'))} |",
         f"| test accuracy ({split_label(card['data'].get('evaluation_split'))}) |"

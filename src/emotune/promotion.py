@@ -34,6 +34,8 @@ from emotune import tracking
 from emotune.atomic import sha256_file
 from emotune.data import load_prepared
 from emotune.data.splits import held_out_split, validation_faces
+from emotune.ensemble import accuracy as ensemble_accuracy
+from emotune.ensemble import averaged, networks
 from emotune.evaluation import load_predictor
 from emotune.export import enforce_export_check, export_accuracy, export_serving_files
 from emotune.labels import EMOTIONS
@@ -190,6 +192,41 @@ def reproduce_command(cfg: Any, run: Any) -> str:
 FORCE = "promote.force=true replaces it"
 
 
+def shipped_card(models: Path) -> tuple[dict[str, Any] | None, str]:
+    """The card of the model in `models`, or None and why it cannot be read."""
+    try:
+        card = json.loads((models / CARD_FILE).read_text())
+        missing = [
+            k for k in ("mlflow", "data", "export_check", "model") if not isinstance(card.get(k), dict)
+        ]
+        if missing or "run_id" not in card["mlflow"]:
+            raise KeyError(", ".join(missing) or "mlflow.run_id")
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        return None, f"its model card cannot be read ({err}), so it cannot be compared"
+    return card, ""
+
+
+def incomparable(card: Mapping[str, Any], run: Any, validation_set: str) -> str | None:
+    """Why the shipped model (its `card`) and the candidate `run` cannot be compared on validation: other
+    data, or other validation faces (the shipped model may have trained on the candidate's); None if not."""
+    shipped_data = card["data"].get("source_sha256")
+    shipped_synthetic = str(card["data"].get("synthetic"))
+    data, synthetic = run.data.tags.get("data_source_sha256"), run.data.tags.get("data_synthetic")
+    if shipped_data != data or shipped_synthetic != synthetic:
+        return (
+            f"the candidate was trained on other data (source sha256 {str(data)[:12]}, synthetic {synthetic})"
+            f" than the shipped model ({str(shipped_data)[:12]}, synthetic {shipped_synthetic}), so their "
+            "accuracies do not compare"
+        )
+    shipped_faces = card["export_check"].get("validation_set")
+    if shipped_faces != validation_set:
+        return (
+            f"the shipped model validated on other faces ({shipped_faces}) than the candidate "
+            f"({validation_set}), so it may have trained on the candidate's"
+        )
+    return None
+
+
 def replaces_shipped(
     models: Path, run: Any, validation_set: str, validation: Any, check: Mapping[str, Any], force: bool
 ) -> tuple[bool, str]:
@@ -200,28 +237,14 @@ def replaces_shipped(
         return True, "it holds no model"
     if force:
         return True, "promote.force=true"
-    try:
-        card = json.loads((models / CARD_FILE).read_text())
-        shipped_run = card["mlflow"]["run_id"]
-        shipped_data = card["data"].get("source_sha256")
-        shipped_synthetic = str(card["data"].get("synthetic"))
-        shipped_faces = card["export_check"].get("validation_set")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return False, f"its model card cannot be read ({err}), so it cannot be compared; {FORCE}"
-    if shipped_run == run.info.run_id:
+    card, why = shipped_card(models)
+    if card is None:
+        return False, f"{why}; {FORCE}"
+    shipped_run = card["mlflow"]["run_id"]
+    if shipped_run == run.info.run_id and not card["model"].get("ensemble"):
         return True, f"it holds this run's model ({shipped_run}): refreshed"
-    data, synthetic = run.data.tags.get("data_source_sha256"), run.data.tags.get("data_synthetic")
-    if shipped_data != data or shipped_synthetic != synthetic:
-        return False, (
-            f"the candidate was trained on other data (source sha256 {str(data)[:12]}, synthetic {synthetic})"
-            f" than the shipped model ({str(shipped_data)[:12]}, synthetic {shipped_synthetic}), so their "
-            f"accuracies do not compare; {FORCE}"
-        )
-    if shipped_faces != validation_set:
-        return False, (
-            f"the shipped model validated on other faces ({shipped_faces}) than the candidate "
-            f"({validation_set}), so it may have trained on the candidate's; {FORCE}"
-        )
+    if why := incomparable(card, run, validation_set):
+        return False, f"{why}; {FORCE}"
     shipped = load_predictor(model_file(models))(validation.x)
     shipped_accuracy = float((shipped.argmax(1) == validation.y).mean())
     candidate_accuracy = float(check["accuracy_exported"])
@@ -246,6 +269,90 @@ def neutral_mean(model_path: Path, validation: Any) -> dict[str, Any]:
         "faces": len(neutral),
         "split": validation.source,
     }
+
+
+def shipped_members(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The networks the shipped model averages (one, unless it is an ensemble), as its card records them."""
+    if members := card["model"].get("ensemble"):
+        return [dict(m) for m in members]
+    return [
+        {
+            "run_id": card["mlflow"]["run_id"],
+            "logged_model_id": card["model"].get("logged_model_id"),
+            "architecture": card["model"].get("architecture"),
+        }
+    ]
+
+
+def ensemble_partner(
+    models: Path, run: Any, validation_set: str, max_passes: int
+) -> tuple[list[Any], list[dict[str, Any]], str]:
+    """The shipped model's networks (without its mirror-image average) and what its card says of them, when
+    the candidate `run` may be averaged with them: the same data and validation faces (the choice is then
+    made on faces none of them trained on), not this run's own network, its model.keras in place, and at
+    most `max_passes` networks in all. Else no networks and why."""
+    import keras
+
+    if not (models / KERAS_FILE).is_file():
+        return [], [], f"{models} has no {KERAS_FILE} to average with"
+    card, why = shipped_card(models)
+    if card is None:
+        return [], [], why
+    members = shipped_members(card)
+    if run.info.run_id in {m.get("run_id") for m in members}:
+        return [], [], f"it holds this run's network already ({run.info.run_id})"
+    if why := incomparable(card, run, validation_set):
+        return [], [], why
+    if len(members) + 1 > max_passes:
+        why = (
+            f"it averages {len(members)} network(s) already: with the candidate's, a face would cost more "
+            f"than promote.max_network_passes={max_passes} passes"
+        )
+        return [], [], why
+    found = networks(keras.models.load_model(models / KERAS_FILE, compile=False))
+    if len(found) != len(members):
+        return [], [], f"its {KERAS_FILE} holds {len(found)} network(s), its card lists {len(members)}"
+    return found, members, ""
+
+
+def with_shipped_if_better(
+    model: Any,
+    network: Any,
+    members: list[dict[str, Any]],
+    models: Path,
+    run: Any,
+    validation_set: str,
+    validation: Any,
+    pcfg: Any,
+) -> tuple[Any, list[dict[str, Any]], bool]:
+    """`promote.ensemble_with_shipped`: the candidate's `network` averaged with the shipped model's networks
+    (with the mirror image too when promote.flip_tta allows it and promote.max_network_passes leaves room),
+    when they may be averaged (see ensemble_partner) and that scores better on the validation faces than
+    `model`, the candidate as it would ship alone (float32, before the export). Returns the model to export,
+    the networks it averages and whether it averages each face with its mirror image."""
+    flip = bool(pcfg.get("flip_tta", False))
+    max_passes = int(pcfg.get("max_network_passes", 2))
+    partners, partner_members, why = ensemble_partner(models, run, validation_set, max_passes)
+    if not partners:
+        print(f"promote: not averaging with the shipped model: {why}")
+        return model, members, flip
+    plain = averaged([network, *partners])
+    variants = {False: plain}
+    if flip and 2 * (len(partners) + 1) <= max_passes:
+        variants[True] = with_flip_average(plain)
+    scores = {mirror: ensemble_accuracy(m, validation.x, validation.y) for mirror, m in variants.items()}
+    mirror = max(scores, key=lambda k: (scores[k], not k))  # a tie goes to the cheaper graph
+    alone = ensemble_accuracy(model, validation.x, validation.y)
+    runs = ", ".join(str(m.get("run_id")) for m in partner_members)
+    said = (
+        f"validation accuracy ({validation.source}, float32) alone {alone:.4f}, averaged with the shipped "
+        f"model's network (run {runs}){' and the mirror image' if mirror else ''} {scores[mirror]:.4f}"
+    )
+    if scores[mirror] > alone:
+        print(f"promote: averaging with the shipped model (promote.ensemble_with_shipped): {said}")
+        return variants[mirror], members + partner_members, mirror
+    print(f"promote: not averaging with the shipped model: {said}")
+    return model, members, flip
 
 
 def promote_stage(
@@ -280,9 +387,20 @@ def promote_stage(
     )
     model_id = logged_model_id(run)
     print(f"promote: run {run.info.run_id} has the best {pcfg.metric} = {run.data.metrics[pcfg.metric]:.4f}")
-    model = load_run_model(run, model_id, Path(cfg.paths.train_out))
+    network = load_run_model(run, model_id, Path(cfg.paths.train_out))
+    model = with_flip_average(network) if flip_tta else network
+    members = [
+        {
+            "run_id": run.info.run_id,
+            "logged_model_id": model_id,
+            "architecture": run.data.params.get("model.name"),
+        }
+    ]
+    if pcfg.get("ensemble_with_shipped"):
+        model, members, flip_tta = with_shipped_if_better(
+            model, network, members, models, run, validation_set, validation, pcfg
+        )
     if flip_tta:
-        model = with_flip_average(model)
         print("promote: the exported model averages each face with its mirror image (promote.flip_tta)")
 
     held_out = held_out_split(splits, validation)
@@ -360,6 +478,7 @@ def promote_stage(
                 "parameters": int(model.count_params()),
                 "logged_model_id": model_id,
                 "flip_tta": flip_tta,
+                **({"ensemble": members} if len(members) > 1 else {}),
             },
         )
         files.update(write_card(card, staging))

@@ -375,3 +375,60 @@ def test_a_candidate_replaces_the_shipped_model_only_when_it_scores_better(tmp_p
     replace, why = verdict(0.99)
     assert not replace and "model card cannot be read" in why
     assert verdict(0.0, folder=tmp_path / "empty") == (True, "it holds no model")
+
+
+def test_promote_averages_with_the_shipped_model_when_that_scores_better(promoted, in_copy, tmp_path, capsys):
+    """The smoke run's model is shipped. A new run on the same data and validation faces whose network
+    answers at random scores less alone than averaged with the shipped one: the average ships in one ONNX
+    graph, named on the card. Promoting that run again keeps it: alone it cannot beat the average."""
+    import keras
+    import mlflow
+    from mlflow import MlflowClient
+
+    from emotune import tracking
+    from emotune.ensemble import networks
+    from emotune.recognizer import EmotionRecognizer
+
+    cfg, uri = in_copy
+    assert cfg.promote.ensemble_with_shipped and not cfg.promote.flip_tta
+    models = tmp_path / "models"
+    shutil.copytree(promoted.path("models"), models)
+    (shipped,) = networks(keras.models.load_model(models / "model.keras", compile=False))
+    keras.utils.set_random_seed(3)
+    face = keras.Input(shape=(48, 48, 1), name="face")
+    pixels = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(face))
+    weak = keras.Model(face, keras.layers.Dense(7, "softmax")(pixels), name="weak")
+    smoke = MlflowClient(tracking_uri=uri).get_run(promoted.run_id)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=smoke.info.experiment_id) as run:
+        mlflow.log_metric("best_val_accuracy", 0.999)
+        mlflow.set_tags(
+            {k: smoke.data.tags[k] for k in ("validation_set", "data_source_sha256", "data_synthetic")}
+        )
+        tracking.log_keras_model(weak)
+
+    cfg.promote.force = (
+        True  # the average need not beat the shipped network alone; this test is about the average
+    )
+    card = promotion.promote_stage(cfg, models_dir=models, bentoml_store=False)
+    out = capsys.readouterr().out
+    assert "promote: averaging with the shipped model (promote.ensemble_with_shipped)" in out
+    assert card["mlflow"]["run_id"] == run.info.run_id and card["model"]["flip_tta"] is False
+    assert [m["run_id"] for m in card["model"]["ensemble"]] == [run.info.run_id, promoted.run_id]
+    assert "networks averaged inside the model | 2" in (models / "MODEL_CARD.md").read_text()
+    x = np.load(promoted.path("artifacts/prepared/validation.npz"))["x"][:16]
+    inputs = x[..., None].astype(np.float32)
+    expected = (weak.predict(inputs, verbose=0) + shipped.predict(inputs, verbose=0)) / 2
+    np.testing.assert_allclose(EmotionRecognizer.load(models).classify(x), expected, atol=5e-3)  # float16
+    assert len(networks(keras.models.load_model(models / "model.keras", compile=False))) == 2
+
+    before = {p.name: sha256(p) for p in models.iterdir()}
+    cfg.promote.force = False
+    promotion.promote_stage(cfg, models_dir=models, bentoml_store=False)
+    out = capsys.readouterr().out
+    assert (
+        f"not averaging with the shipped model: it holds this run's network already ({run.info.run_id})"
+        in out
+    )
+    assert "promote: keeping the model in" in out and "validation accuracy of the candidate" in out
+    assert {p.name: sha256(p) for p in models.iterdir()} == before
